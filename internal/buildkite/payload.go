@@ -1,0 +1,302 @@
+// Package buildkite parses and authenticates Buildkite Pipelines webhooks.
+//
+// The Payload type is an allow-list: it names only the fields that incident
+// mapping needs, so decoding a webhook into it and encoding it again is the
+// trimming step. Anything not named here (env, steps, configuration,
+// provider, agent tokens, e-mail addresses, ...) is dropped by construction
+// and can never reach the queue or a log line.
+package buildkite
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Payload is the trimmed Buildkite webhook body.
+type Payload struct {
+	Event    string    `json:"event,omitempty"`
+	Build    *Build    `json:"build,omitempty"`
+	Job      *Job      `json:"job,omitempty"`
+	Pipeline *Pipeline `json:"pipeline,omitempty"`
+}
+
+// Build is the part of a build that mapping uses.
+type Build struct {
+	ID         string  `json:"id,omitempty"`
+	URL        string  `json:"url,omitempty"`
+	WebURL     string  `json:"web_url,omitempty"`
+	Number     int64   `json:"number,omitempty"`
+	State      string  `json:"state,omitempty"`
+	Blocked    bool    `json:"blocked,omitempty"`
+	Message    string  `json:"message,omitempty"`
+	Commit     string  `json:"commit,omitempty"`
+	Branch     string  `json:"branch,omitempty"`
+	Author     *Author `json:"author,omitempty"`
+	CreatedAt  Time    `json:"created_at,omitzero"`
+	StartedAt  Time    `json:"started_at,omitzero"`
+	FailingAt  Time    `json:"failing_at,omitzero"`
+	FinishedAt Time    `json:"finished_at,omitzero"`
+}
+
+// Job is the part of a job that mapping uses.
+type Job struct {
+	ID           string       `json:"id,omitempty"`
+	Type         string       `json:"type,omitempty"`
+	Name         string       `json:"name,omitempty"`
+	Label        string       `json:"label,omitempty"`
+	StepKey      string       `json:"step_key,omitempty"`
+	State        string       `json:"state,omitempty"`
+	WebURL       string       `json:"web_url,omitempty"`
+	SoftFailed   bool         `json:"soft_failed,omitempty"`
+	ExitStatus   *int         `json:"exit_status,omitempty"`
+	SignalReason string       `json:"signal_reason,omitempty"`
+	Retried      bool         `json:"retried,omitempty"`
+	RetriesCount int          `json:"retries_count,omitempty"`
+	RetrySource  *RetrySource `json:"retry_source,omitempty"`
+	StartedAt    Time         `json:"started_at,omitzero"`
+	FinishedAt   Time         `json:"finished_at,omitzero"`
+}
+
+// RetrySource is set on a job that was created by retrying another one.
+type RetrySource struct {
+	JobID     string `json:"job_id,omitempty"`
+	RetryType string `json:"retry_type,omitempty"`
+}
+
+// Pipeline is the part of a pipeline (or legacy project) that mapping uses.
+// Repository is left out on purpose: clone URLs can embed credentials.
+type Pipeline struct {
+	URL           string `json:"url,omitempty"`
+	WebURL        string `json:"web_url,omitempty"`
+	Name          string `json:"name,omitempty"`
+	Slug          string `json:"slug,omitempty"`
+	DefaultBranch string `json:"default_branch,omitempty"`
+}
+
+// Author is build.author, which Buildkite sends as an object or, in some
+// payloads, as a bare string. Only the display name survives trimming.
+type Author struct {
+	Name     string `json:"name,omitempty"`
+	Username string `json:"username,omitempty"`
+}
+
+// UnmarshalJSON accepts an object, a string or null.
+func (a *Author) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || bytes.Equal(b, []byte("null")):
+		return nil
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		// "Jane Doe <jane@example.com>" is a common string form: keep the name only.
+		if i := strings.IndexByte(s, '<'); i >= 0 {
+			s = strings.TrimSpace(s[:i])
+		}
+		if strings.Contains(s, "@") {
+			s = "" // a bare e-mail address is not a name we may keep
+		}
+		a.Name = s
+		return nil
+	case b[0] == '{':
+		var o struct {
+			Name     string `json:"name"`
+			Username string `json:"username"`
+		}
+		if err := json.Unmarshal(b, &o); err != nil {
+			return err
+		}
+		a.Name, a.Username = o.Name, o.Username
+		return nil
+	default:
+		return fmt.Errorf("build.author: want object or string, got %.10s", b)
+	}
+}
+
+// Display is the best human-readable name for the author.
+func (a *Author) Display() string {
+	if a == nil {
+		return ""
+	}
+	if a.Name != "" {
+		return a.Name
+	}
+	return a.Username
+}
+
+// Time is a Buildkite timestamp. Buildkite sends both "2018-07-01 20:14:38 UTC"
+// and ISO-8601; both decode, null and "" decode to the zero Time, and it
+// encodes as RFC3339 with milliseconds in UTC.
+type Time struct{ time.Time }
+
+// Layout is how timestamps are written: RFC3339, milliseconds, UTC.
+const Layout = "2006-01-02T15:04:05.000Z"
+
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05 MST",
+	"2006-01-02 15:04:05.999999999 MST",
+	"2006-01-02 15:04:05 -0700",
+	"2006-01-02T15:04:05",
+	"2006-01-02 15:04:05",
+}
+
+// ParseTime reads any timestamp form Buildkite is known to send.
+func ParseTime(s string) (time.Time, error) {
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("unrecognised timestamp %q", s)
+}
+
+// UnmarshalJSON accepts a string in any known layout, or null.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errors.New("timestamp: want a string")
+	}
+	if s == "" {
+		return nil
+	}
+	v, err := ParseTime(s)
+	if err != nil {
+		return err
+	}
+	t.Time = v
+	return nil
+}
+
+// MarshalJSON writes RFC3339 with milliseconds in UTC.
+func (t Time) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, len(Layout)+2)
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, Layout)
+	return append(b, '"'), nil
+}
+
+// String formats like MarshalJSON, without quotes; "" for the zero Time.
+func (t Time) String() string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(Layout)
+}
+
+// wire is the decoding shape: it also accepts the legacy "project" key.
+type wire struct {
+	Event    string    `json:"event"`
+	Build    *Build    `json:"build"`
+	Job      *Job      `json:"job"`
+	Pipeline *Pipeline `json:"pipeline"`
+	Project  *Pipeline `json:"project"`
+}
+
+// ErrNoEvent means neither the header nor the body named the event.
+var ErrNoEvent = errors.New("no event name in X-Buildkite-Event header or body")
+
+// Parse decodes a webhook body. headerEvent (X-Buildkite-Event) wins over the
+// body's "event" key, which payloads before 2016 lack. The body must be a JSON
+// object; unknown keys are ignored.
+func Parse(body []byte, headerEvent string) (*Payload, error) {
+	var w wire
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, fmt.Errorf("parse webhook body: %w", err)
+	}
+	p := &Payload{Event: w.Event, Build: w.Build, Job: w.Job, Pipeline: w.Pipeline}
+	if h := strings.TrimSpace(headerEvent); h != "" {
+		p.Event = h
+	}
+	if p.Pipeline == nil {
+		p.Pipeline = w.Project
+	}
+	if p.Event == "" {
+		return nil, ErrNoEvent
+	}
+	return p, nil
+}
+
+// OrgSlug is the organization slug, taken from the pipeline's or the build's
+// web or API URL; "" when none of them says.
+func (p *Payload) OrgSlug() string {
+	var urls []string
+	if p.Pipeline != nil {
+		urls = append(urls, p.Pipeline.WebURL, p.Pipeline.URL)
+	}
+	if p.Build != nil {
+		urls = append(urls, p.Build.WebURL, p.Build.URL)
+	}
+	for _, u := range urls {
+		if s := orgFromURL(u); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// PipelineSlug is the pipeline slug, falling back to the slug in its URLs.
+func (p *Payload) PipelineSlug() string {
+	if p.Pipeline != nil && p.Pipeline.Slug != "" {
+		return p.Pipeline.Slug
+	}
+	var urls []string
+	if p.Pipeline != nil {
+		urls = append(urls, p.Pipeline.WebURL, p.Pipeline.URL)
+	}
+	if p.Build != nil {
+		urls = append(urls, p.Build.WebURL, p.Build.URL)
+	}
+	for _, u := range urls {
+		if _, s := slugsFromURL(u); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func orgFromURL(u string) string {
+	o, _ := slugsFromURL(u)
+	return o
+}
+
+// slugsFromURL understands https://buildkite.com/<org>/<pipeline>[/...] and
+// https://api.buildkite.com/v2/organizations/<org>/pipelines/<pipeline>[/...].
+func slugsFromURL(u string) (org, pipeline string) {
+	i := strings.Index(u, "://")
+	if i < 0 {
+		return "", ""
+	}
+	rest := u[i+3:]
+	host, path, _ := strings.Cut(rest, "/")
+	if host == "" {
+		return "", ""
+	}
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if len(parts) >= 3 && parts[0] == "v2" && parts[1] == "organizations" {
+		org = parts[2]
+		if len(parts) >= 5 && parts[3] == "pipelines" {
+			pipeline = parts[4]
+		}
+		return org, pipeline
+	}
+	if strings.HasPrefix(host, "api.") {
+		return "", ""
+	}
+	if len(parts) >= 1 {
+		org = parts[0]
+	}
+	if len(parts) >= 2 {
+		pipeline = parts[1]
+	}
+	return org, pipeline
+}

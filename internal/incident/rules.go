@@ -1,0 +1,231 @@
+// Package incident decides what a Buildkite event means for an SQIBS incident:
+// whether it can ever act (Classify, used by the receiver to drop noise and by
+// the dispatcher to map), the incident id, and the SQIBS payload (Map).
+//
+// Receiver and dispatcher share Classify so that what the receiver queues is
+// exactly what the dispatcher maps.
+package incident
+
+import (
+	"strings"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+	"github.com/callgoose/buildkite-sqibs/internal/config"
+)
+
+// Statuses sent to SQIBS (DESIGN §5).
+const (
+	StatusFailed = "FAILED"
+	StatusError  = "ERROR"
+	StatusPassed = "PASSED"
+	StatusFixed  = "FIXED"
+)
+
+// Rules are the ALERT_* / JOB_INCIDENTS / SEVERITY settings.
+type Rules struct {
+	Branches     []string // globs; "default" = the pipeline's default branch
+	Pipelines    []string // globs on the pipeline slug
+	OnFailing    bool
+	OnCanceled   bool
+	JobIncidents bool
+	Severity     string
+}
+
+// Severities SQIBS understands.
+var severities = []string{"critical", "high", "medium", "low", "info"}
+
+// LoadRules reads the rules table of DESIGN §2.
+func LoadRules(r *config.Reader) Rules {
+	return Rules{
+		Branches:     r.List("ALERT_BRANCHES", []string{"default"}),
+		Pipelines:    r.List("ALERT_PIPELINES", []string{"*"}),
+		OnFailing:    r.Bool("ALERT_ON_FAILING", true),
+		OnCanceled:   r.Bool("ALERT_ON_CANCELED", false),
+		JobIncidents: r.Bool("JOB_INCIDENTS", false),
+		Severity:     r.OneOf("SEVERITY", "high", severities...),
+	}
+}
+
+// DefaultRules are the rules with every variable unset.
+func DefaultRules() Rules {
+	return LoadRules(config.NewReader(config.Map(nil)))
+}
+
+// Decision is what an event means. When Act is false, Reason says why not
+// (for the 202 body and the log) and the other fields are empty.
+type Decision struct {
+	Act    bool
+	Reason string
+	ID     string // incident id (DESIGN §5), also the SQS message group
+	Status string // FAILED, ERROR, PASSED or FIXED
+	Job    bool   // a job incident rather than a build incident
+}
+
+func ignore(reason string) Decision { return Decision{Reason: reason} }
+
+// Classify decides whether p can open or resolve an incident.
+func (r Rules) Classify(p *buildkite.Payload) Decision {
+	if p.Build == nil {
+		return ignore("event " + p.Event + " carries no build")
+	}
+	if p.Build.Blocked {
+		return ignore("build is blocked, not finished")
+	}
+	pipeline := p.PipelineSlug()
+	if pipeline == "" {
+		return ignore("no pipeline slug in payload")
+	}
+	if !anyGlob(r.Pipelines, pipeline, "") {
+		return ignore("pipeline not in ALERT_PIPELINES")
+	}
+	branch := p.Build.Branch
+	if !anyGlob(r.Branches, branch, defaultBranch(p)) {
+		return ignore("branch not in ALERT_BRANCHES")
+	}
+	switch p.Event {
+	case "build.finished", "build.failing":
+		return r.classifyBuild(p, pipeline, branch)
+	case "job.finished":
+		return r.classifyJob(p, pipeline, branch)
+	}
+	return ignore("event " + p.Event + " never changes an incident")
+}
+
+func (r Rules) classifyBuild(p *buildkite.Payload, pipeline, branch string) Decision {
+	var status string
+	if p.Event == "build.failing" {
+		if !r.OnFailing {
+			return ignore("build.failing alerts are off (ALERT_ON_FAILING)")
+		}
+		status = StatusFailed
+	} else {
+		switch p.Build.State {
+		case "failed":
+			status = StatusFailed
+		case "passed":
+			status = StatusPassed
+		case "canceled":
+			if !r.OnCanceled {
+				return ignore("canceled builds do not alert (ALERT_ON_CANCELED)")
+			}
+			status = StatusFailed
+		default: // skipped, not_run, and anything not terminal
+			return ignore("build state " + quoteState(p.Build.State) + " is not an outcome")
+		}
+	}
+	return Decision{Act: true, ID: BuildID(p, pipeline, branch), Status: status}
+}
+
+func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decision {
+	if !r.JobIncidents {
+		return ignore("job incidents are off (JOB_INCIDENTS)")
+	}
+	j := p.Job
+	if j == nil {
+		return ignore("job event carries no job")
+	}
+	if j.Type != "" && j.Type != "script" && j.Type != "trigger" {
+		return ignore("job type " + j.Type + " never fails on its own")
+	}
+	name := j.StepKey
+	if name == "" {
+		name = j.Name
+	}
+	if name == "" {
+		name = j.Label
+	}
+	if name == "" {
+		return ignore("job has neither step key nor name")
+	}
+	var status string
+	switch {
+	case j.SoftFailed:
+		return ignore("job soft-failed")
+	case j.State == "passed" && (j.RetriesCount > 0 || j.RetrySource != nil):
+		status = StatusFixed
+	case j.State == "passed":
+		status = StatusPassed
+	case j.State == "timed_out" || j.State == "expired" || j.State == "broken":
+		status = StatusError
+	case j.State == "failed" && j.SignalReason != "" && j.SignalReason != "cancel":
+		// The agent stopped, lost or refused the job: it did not fail on its own.
+		status = StatusError
+	case j.State == "failed":
+		status = StatusFailed
+	default:
+		return ignore("job state " + quoteState(j.State) + " is not an outcome")
+	}
+	return Decision{Act: true, ID: BuildID(p, pipeline, branch) + "#" + name, Status: status, Job: true}
+}
+
+func quoteState(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// BuildID is the build incident id: <org>/<pipeline>/<branch>.
+func BuildID(p *buildkite.Payload, pipeline, branch string) string {
+	org := p.OrgSlug()
+	if org == "" {
+		org = "buildkite"
+	}
+	return org + "/" + pipeline + "/" + branch
+}
+
+func defaultBranch(p *buildkite.Payload) string {
+	if p.Pipeline != nil && p.Pipeline.DefaultBranch != "" {
+		return p.Pipeline.DefaultBranch
+	}
+	return ""
+}
+
+// anyGlob reports whether s matches one of the globs. The word "default"
+// matches the default branch, or main/master when the payload has none.
+func anyGlob(globs []string, s, def string) bool {
+	for _, g := range globs {
+		if g == "default" {
+			if def != "" && s == def || def == "" && (s == "main" || s == "master") {
+				return true
+			}
+			continue
+		}
+		if Glob(g, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Glob matches s against a pattern where * is any run of characters
+// (slashes included, unlike path.Match, because branch names hold them) and
+// ? is any one character.
+func Glob(pattern, s string) bool {
+	if !strings.ContainsAny(pattern, "*?") {
+		return pattern == s
+	}
+	// Iterative wildcard match with single backtrack point: linear-ish, no recursion.
+	p, i := 0, 0
+	star, mark := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[i]):
+			p++
+			i++
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case star >= 0:
+			p = star + 1
+			mark++
+			i = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}

@@ -1,0 +1,114 @@
+// Package queue holds the receiver → dispatcher message (DESIGN §4) and the
+// SQS FIFO publisher.
+package queue
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+)
+
+// Version is the envelope version this code writes and reads.
+const Version = 1
+
+// Envelope is the queue message body.
+type Envelope struct {
+	V          int                `json:"v"`
+	Event      string             `json:"event"`
+	RequestID  string             `json:"request_id"`
+	ReceivedAt time.Time          `json:"received_at"`
+	Payload    *buildkite.Payload `json:"payload"`
+}
+
+// Message is one message to publish.
+type Message struct {
+	Body    []byte
+	GroupID string // MessageGroupId: the incident id, so one incident stays in order
+	DedupID string // MessageDeduplicationId: the event identity hash
+}
+
+// Publisher sends one message and returns its id. The receiver depends on
+// this, so the SQS publisher and the in-process dev queue are interchangeable.
+type Publisher interface {
+	Publish(ctx context.Context, m Message) (id string, err error)
+}
+
+// NewMessage builds the v1 envelope for p and its FIFO attributes.
+func NewMessage(p *buildkite.Payload, groupID, requestID string, receivedAt time.Time) (Message, error) {
+	body, err := json.Marshal(Envelope{
+		V:          Version,
+		Event:      p.Event,
+		RequestID:  requestID,
+		ReceivedAt: receivedAt.UTC().Truncate(time.Millisecond),
+		Payload:    p,
+	})
+	if err != nil {
+		return Message{}, fmt.Errorf("encode envelope: %w", err)
+	}
+	return Message{Body: body, GroupID: groupID, DedupID: DedupID(p)}, nil
+}
+
+// DedupID is the SHA-256 (hex) of the event identity: event name, build id,
+// build state, blocked, job id, job state, retries count. Two deliveries of
+// the same webhook share it; any change that matters to an incident does not.
+func DedupID(p *buildkite.Payload) string {
+	h := sha256.New()
+	var buf [128]byte
+	b := buf[:0]
+	add := func(s string) {
+		b = strconv.AppendInt(b, int64(len(s)), 10) // length prefix: no ambiguity between fields
+		b = append(b, ':')
+		b = append(b, s...)
+		h.Write(b)
+		b = b[:0]
+	}
+	add(p.Event)
+	if p.Build != nil {
+		add(p.Build.ID)
+		add(p.Build.State)
+		add(strconv.FormatBool(p.Build.Blocked))
+	} else {
+		add("")
+		add("")
+		add("false")
+	}
+	if p.Job != nil {
+		add(p.Job.ID)
+		add(p.Job.State)
+		add(strconv.Itoa(p.Job.RetriesCount))
+	} else {
+		add("")
+		add("")
+		add("0")
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+// ErrUnknownVersion marks an envelope this code cannot read.
+var ErrUnknownVersion = errors.New("unknown envelope version")
+
+// Decode reads an envelope and checks its version.
+func Decode(body []byte) (*Envelope, error) {
+	var e Envelope
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("decode envelope: %w", err)
+	}
+	if e.V != Version {
+		return nil, fmt.Errorf("%w: v=%d, this dispatcher reads v=%d", ErrUnknownVersion, e.V, Version)
+	}
+	if e.Payload == nil {
+		return nil, errors.New("decode envelope: no payload")
+	}
+	if e.Payload.Event == "" {
+		e.Payload.Event = e.Event
+	}
+	return &e, nil
+}
