@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Payload is the trimmed Buildkite webhook body.
@@ -99,10 +100,7 @@ func (a *Author) UnmarshalJSON(b []byte) error {
 		if i := strings.IndexByte(s, '<'); i >= 0 {
 			s = strings.TrimSpace(s[:i])
 		}
-		if strings.Contains(s, "@") {
-			s = "" // a bare e-mail address is not a name we may keep
-		}
-		a.Name = s
+		a.Name = nameOnly(s)
 		return nil
 	case b[0] == '{':
 		var o struct {
@@ -112,11 +110,20 @@ func (a *Author) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(b, &o); err != nil {
 			return err
 		}
-		a.Name, a.Username = o.Name, o.Username
+		a.Name, a.Username = nameOnly(o.Name), o.Username
 		return nil
 	default:
 		return fmt.Errorf("build.author: want object or string, got %.10s", b)
 	}
+}
+
+// nameOnly drops a name that holds an e-mail address: Git lets authors put
+// one there, and addresses must not leave the receiver.
+func nameOnly(s string) string {
+	if strings.Contains(s, "@") {
+		return ""
+	}
+	return s
 }
 
 // Display is the best human-readable name for the author.
@@ -147,11 +154,17 @@ var timeLayouts = []string{
 	"2006-01-02 15:04:05",
 }
 
-// ParseTime reads any timestamp form Buildkite is known to send.
+// ParseTime reads any timestamp form Buildkite is known to send. Instants
+// whose UTC year falls outside 0000-9999 (reachable through an offset) are
+// rejected: Layout could not write them back in a parseable form.
 func ParseTime(s string) (time.Time, error) {
 	for _, l := range timeLayouts {
 		if t, err := time.Parse(l, s); err == nil {
-			return t.UTC(), nil
+			t = t.UTC()
+			if y := t.Year(); y < 0 || y > 9999 {
+				return time.Time{}, fmt.Errorf("timestamp %q: year out of range", s)
+			}
+			return t, nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("unrecognised timestamp %q", s)
@@ -205,16 +218,32 @@ type wire struct {
 // ErrNoEvent means neither the header nor the body named the event.
 var ErrNoEvent = errors.New("no event name in X-Buildkite-Event header or body")
 
+// errNotObject is returned for bodies that are valid JSON but not an object
+// (null, arrays, strings, numbers).
+var errNotObject = errors.New("parse webhook body: not a JSON object")
+
 // Parse decodes a webhook body. headerEvent (X-Buildkite-Event) wins over the
 // body's "event" key, which payloads before 2016 lack. The body must be a JSON
 // object; unknown keys are ignored.
 func Parse(body []byte, headerEvent string) (*Payload, error) {
+	// json.Unmarshal accepts null into a struct without error; the body
+	// must be an object.
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] != '{' {
+		if json.Valid(body) {
+			return nil, errNotObject
+		}
+	}
 	var w wire
 	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, fmt.Errorf("parse webhook body: %w", err)
 	}
 	p := &Payload{Event: w.Event, Build: w.Build, Job: w.Job, Pipeline: w.Pipeline}
 	if h := strings.TrimSpace(headerEvent); h != "" {
+		// The body's strings are made valid UTF-8 by encoding/json; do the
+		// same for the header so the name survives the queue unchanged.
+		if !utf8.ValidString(h) {
+			h = strings.ToValidUTF8(h, "\uFFFD")
+		}
 		p.Event = h
 	}
 	if p.Pipeline == nil {
@@ -223,7 +252,52 @@ func Parse(body []byte, headerEvent string) (*Payload, error) {
 	if p.Event == "" {
 		return nil, ErrNoEvent
 	}
+	if p.Build != nil {
+		p.Build.Message = Subject(p.Build.Message)
+	}
 	return p, nil
+}
+
+// maxSubject bounds the kept commit subject: it becomes part of an incident
+// title, where a screenful of text helps no one.
+const maxSubject = 200
+
+// Subject is the first non-blank line of a commit message, bounded, with
+// anything that looks like an e-mail address replaced. Only the subject is
+// kept: bodies carry trailers such as "Co-authored-by: Name <a@b>".
+func Subject(msg string) string {
+	for msg != "" {
+		var line string
+		line, msg, _ = strings.Cut(msg, "\n")
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if len(line) > maxSubject {
+			cut := maxSubject
+			for cut > 0 && !utf8.RuneStart(line[cut]) {
+				cut--
+			}
+			line = strings.TrimSpace(line[:cut]) + "…"
+		}
+		if strings.IndexByte(line, '@') >= 0 {
+			line = redactEmails(line)
+		}
+		return line
+	}
+	return ""
+}
+
+// redactEmails replaces every whitespace-separated word holding an "@"
+// between other characters with "[email]".
+func redactEmails(s string) string {
+	words := strings.Fields(s)
+	for i, w := range words {
+		if at := strings.IndexByte(w, '@'); at > 0 && at < len(w)-1 {
+			words[i] = "[email]"
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 // OrgSlug is the organization slug, taken from the pipeline's or the build's
@@ -270,7 +344,8 @@ func orgFromURL(u string) string {
 }
 
 // slugsFromURL understands https://buildkite.com/<org>/<pipeline>[/...] and
-// https://api.buildkite.com/v2/organizations/<org>/pipelines/<pipeline>[/...].
+// https://api.buildkite.com/v2/organizations/<org>/pipelines/<pipeline>[/...]
+// (or .../projects/<pipeline>/... in payloads from before the 2016 rename).
 func slugsFromURL(u string) (org, pipeline string) {
 	i := strings.Index(u, "://")
 	if i < 0 {
@@ -284,7 +359,7 @@ func slugsFromURL(u string) (org, pipeline string) {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	if len(parts) >= 3 && parts[0] == "v2" && parts[1] == "organizations" {
 		org = parts[2]
-		if len(parts) >= 5 && parts[3] == "pipelines" {
+		if len(parts) >= 5 && (parts[3] == "pipelines" || parts[3] == "projects") {
 			pipeline = parts[4]
 		}
 		return org, pipeline

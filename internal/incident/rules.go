@@ -52,7 +52,8 @@ func DefaultRules() Rules {
 }
 
 // Decision is what an event means. When Act is false, Reason says why not
-// (for the 202 body and the log) and the other fields are empty.
+// (for the 202 body and the log; fixed words, never caller data) and the
+// other fields are empty.
 type Decision struct {
 	Act    bool
 	Reason string
@@ -65,8 +66,13 @@ func ignore(reason string) Decision { return Decision{Reason: reason} }
 
 // Classify decides whether p can open or resolve an incident.
 func (r Rules) Classify(p *buildkite.Payload) Decision {
+	switch p.Event {
+	case "build.finished", "build.failing", "job.finished":
+	default:
+		return ignore("event type never changes an incident")
+	}
 	if p.Build == nil {
-		return ignore("event " + p.Event + " carries no build")
+		return ignore("event carries no build")
 	}
 	if p.Build.Blocked {
 		return ignore("build is blocked, not finished")
@@ -79,16 +85,16 @@ func (r Rules) Classify(p *buildkite.Payload) Decision {
 		return ignore("pipeline not in ALERT_PIPELINES")
 	}
 	branch := p.Build.Branch
+	if branch == "" {
+		return ignore("build has no branch")
+	}
 	if !anyGlob(r.Branches, branch, defaultBranch(p)) {
 		return ignore("branch not in ALERT_BRANCHES")
 	}
-	switch p.Event {
-	case "build.finished", "build.failing":
-		return r.classifyBuild(p, pipeline, branch)
-	case "job.finished":
+	if p.Event == "job.finished" {
 		return r.classifyJob(p, pipeline, branch)
 	}
-	return ignore("event " + p.Event + " never changes an incident")
+	return r.classifyBuild(p, pipeline, branch)
 }
 
 func (r Rules) classifyBuild(p *buildkite.Payload, pipeline, branch string) Decision {
@@ -110,7 +116,7 @@ func (r Rules) classifyBuild(p *buildkite.Payload, pipeline, branch string) Deci
 			}
 			status = StatusFailed
 		default: // skipped, not_run, and anything not terminal
-			return ignore("build state " + quoteState(p.Build.State) + " is not an outcome")
+			return ignore("build state is not an outcome")
 		}
 	}
 	return Decision{Act: true, ID: BuildID(p, pipeline, branch), Status: status}
@@ -125,7 +131,7 @@ func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decisi
 		return ignore("job event carries no job")
 	}
 	if j.Type != "" && j.Type != "script" && j.Type != "trigger" {
-		return ignore("job type " + j.Type + " never fails on its own")
+		return ignore("job type never fails on its own")
 	}
 	name := j.StepKey
 	if name == "" {
@@ -147,22 +153,16 @@ func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decisi
 		status = StatusPassed
 	case j.State == "timed_out" || j.State == "expired" || j.State == "broken":
 		status = StatusError
-	case j.State == "failed" && j.SignalReason != "" && j.SignalReason != "cancel":
-		// The agent stopped, lost or refused the job: it did not fail on its own.
+	case j.State == "failed" && (j.SignalReason != "" && j.SignalReason != "cancel" || j.ExitStatus != nil && *j.ExitStatus == -1):
+		// The agent stopped, lost or refused the job (a lost agent shows
+		// exit status -1): the command did not fail on its own.
 		status = StatusError
 	case j.State == "failed":
 		status = StatusFailed
 	default:
-		return ignore("job state " + quoteState(j.State) + " is not an outcome")
+		return ignore("job state is not an outcome")
 	}
 	return Decision{Act: true, ID: BuildID(p, pipeline, branch) + "#" + name, Status: status, Job: true}
-}
-
-func quoteState(s string) string {
-	if s == "" {
-		return "(none)"
-	}
-	return s
 }
 
 // BuildID is the build incident id: <org>/<pipeline>/<branch>.

@@ -1,0 +1,168 @@
+package incident
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+)
+
+// Payload is the body POSTed to SQIBS (DESIGN §5).
+type Payload struct {
+	Event Event `json:"event"`
+}
+
+// Event is the incident event. Field order is the wire order: the six seed
+// keys first, then the extras.
+type Event struct {
+	ID          string `json:"id"`
+	Status      string `json:"status"`
+	Severity    string `json:"severity"`
+	Description string `json:"description"`
+	Host        string `json:"host"`
+	Timestamp   string `json:"timestamp"`
+	URL         string `json:"url,omitempty"`
+	SourceEvent string `json:"source_event"`
+	Pipeline    string `json:"pipeline"`
+	Branch      string `json:"branch"`
+	BuildNumber int64  `json:"build_number,omitempty"`
+	State       string `json:"state,omitempty"`
+	Commit      string `json:"commit,omitempty"`
+	Author      string `json:"author,omitempty"`
+	Job         string `json:"job,omitempty"`       // job incidents: step key or job name
+	JobState    string `json:"job_state,omitempty"` // job incidents: the job's own state
+	ExitStatus  *int   `json:"exit_status,omitempty"`
+}
+
+// Map turns an event into the SQIBS payload. ok is false when the event
+// changes no incident; d.Reason then says why. received is the fallback
+// timestamp when the payload carries none of its own.
+func (r Rules) Map(p *buildkite.Payload, received time.Time) (pl Payload, d Decision, ok bool) {
+	d = r.Classify(p)
+	if !d.Act {
+		return Payload{}, d, false
+	}
+	b := p.Build
+	pipeline := p.PipelineSlug()
+	e := Event{
+		ID:          d.ID,
+		Status:      d.Status,
+		Severity:    r.Severity,
+		Host:        "buildkite.com/" + orgOrDefault(p) + "/" + pipeline,
+		URL:         b.WebURL,
+		SourceEvent: p.Event,
+		Pipeline:    pipeline,
+		Branch:      b.Branch,
+		BuildNumber: b.Number,
+		State:       b.State,
+		Commit:      b.Commit,
+		Author:      b.Author.Display(),
+	}
+	if e.Severity == "" {
+		e.Severity = "high"
+	}
+	var ts time.Time
+	var what string
+	if d.Job {
+		j := p.Job
+		e.Job = jobName(j)
+		e.JobState = j.State
+		e.ExitStatus = j.ExitStatus
+		if j.WebURL != "" {
+			e.URL = j.WebURL
+		}
+		ts = firstTime(j.FinishedAt, b.FinishedAt, j.StartedAt)
+		what = "step " + e.Job + " " + jobVerb(d.Status, j)
+	} else {
+		if p.Event == "build.failing" {
+			ts = firstTime(b.FailingAt, b.StartedAt, b.CreatedAt)
+		} else {
+			ts = firstTime(b.FinishedAt, b.FailingAt, b.StartedAt, b.CreatedAt)
+		}
+		what = buildVerb(p.Event, b.State)
+	}
+	if ts.IsZero() {
+		ts = received
+	}
+	e.Timestamp = ts.UTC().Format(buildkite.Layout)
+	e.Description = describe(pipeline, b, what)
+	return Payload{Event: e}, d, true
+}
+
+func orgOrDefault(p *buildkite.Payload) string {
+	if o := p.OrgSlug(); o != "" {
+		return o
+	}
+	return "buildkite"
+}
+
+func jobName(j *buildkite.Job) string {
+	for _, s := range []string{j.StepKey, j.Name, j.Label} {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func firstTime(ts ...buildkite.Time) time.Time {
+	for _, t := range ts {
+		if !t.IsZero() {
+			return t.Time
+		}
+	}
+	return time.Time{}
+}
+
+func buildVerb(event, state string) string {
+	switch {
+	case event == "build.failing":
+		return "is failing"
+	case state == "canceled":
+		return "was canceled"
+	default:
+		return state // failed, passed
+	}
+}
+
+func jobVerb(status string, j *buildkite.Job) string {
+	switch status {
+	case StatusFixed:
+		return "passed after retry"
+	case StatusPassed:
+		return "passed"
+	case StatusError:
+		switch j.State {
+		case "timed_out":
+			return "timed out"
+		case "expired", "broken":
+			return j.State
+		}
+		if j.SignalReason != "" {
+			return "stopped by agent (" + strings.ReplaceAll(j.SignalReason, "_", " ") + ")"
+		}
+		return "errored"
+	}
+	return "failed"
+}
+
+// describe is the one-line title: "deploy-api #1234 failed on main: Fix flaky test".
+func describe(pipeline string, b *buildkite.Build, what string) string {
+	var sb strings.Builder
+	sb.Grow(64 + len(pipeline) + len(b.Branch))
+	sb.WriteString(pipeline)
+	if b.Number != 0 {
+		sb.WriteString(" #")
+		sb.WriteString(strconv.FormatInt(b.Number, 10))
+	}
+	sb.WriteByte(' ')
+	sb.WriteString(what)
+	sb.WriteString(" on ")
+	sb.WriteString(b.Branch)
+	if s := buildkite.Subject(b.Message); s != "" {
+		sb.WriteString(": ")
+		sb.WriteString(s)
+	}
+	return sb.String()
+}

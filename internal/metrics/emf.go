@@ -1,0 +1,79 @@
+// Package metrics writes CloudWatch Embedded Metric Format (EMF) records:
+// one JSON log line per record, which CloudWatch Logs turns into metrics
+// with no API call and no extra latency on the request path.
+//
+// https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
+package metrics
+
+import (
+	"io"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Namespace is the CloudWatch namespace of every metric the bridge emits.
+const Namespace = "BuildkiteSQIBS"
+
+// Metric names (DESIGN: the same set for both functions).
+const (
+	Queued           = "queued"
+	Ignored          = "ignored"
+	Unauthorized     = "unauthorized"
+	Delivered        = "delivered"
+	TransientFailure = "transient_failure"
+	PermanentFailure = "permanent_failure"
+	SQIBSLatencyMS   = "sqibs_latency_ms"
+)
+
+// Unit values used here.
+const (
+	Count        = "Count"
+	Milliseconds = "Milliseconds"
+)
+
+// Emitter writes EMF records for one function. A nil *Emitter is valid and
+// writes nothing, so tests and tools can leave metrics out.
+type Emitter struct {
+	function string
+	w        io.Writer
+	now      func() time.Time
+	mu       sync.Mutex
+	buf      []byte
+}
+
+// New returns an Emitter writing to w with the function name as dimension.
+func New(w io.Writer, function string) *Emitter {
+	if function == "" {
+		function = "local"
+	}
+	return &Emitter{function: function, w: w, now: time.Now}
+}
+
+// Count records one occurrence of name.
+func (e *Emitter) Count(name string) { e.Emit(name, Count, 1) }
+
+// Emit writes one record holding one metric value.
+func (e *Emitter) Emit(name, unit string, value float64) {
+	if e == nil || e.w == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	b := e.buf[:0]
+	b = append(b, `{"_aws":{"Timestamp":`...)
+	b = strconv.AppendInt(b, e.now().UnixMilli(), 10)
+	b = append(b, `,"CloudWatchMetrics":[{"Namespace":"`+Namespace+`","Dimensions":[["FunctionName"]],"Metrics":[{"Name":"`...)
+	b = append(b, name...) // names are the constants above: no escaping needed
+	b = append(b, `","Unit":"`...)
+	b = append(b, unit...)
+	b = append(b, `"}]}]},"FunctionName":`...)
+	b = strconv.AppendQuote(b, e.function)
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	b = strconv.AppendFloat(b, value, 'f', -1, 64)
+	b = append(b, '}', '\n')
+	e.buf = b
+	_, _ = e.w.Write(b)
+}
