@@ -57,6 +57,17 @@ func (r *Reader) String(name, def string) string {
 	return def
 }
 
+// Optional returns the trimmed value when the variable is set, even to
+// blanks (then ""), and def only when it is unset: for settings where an
+// explicit empty value means "off".
+func (r *Reader) Optional(name, def string) string {
+	v, ok := r.env(name)
+	if !ok {
+		return def
+	}
+	return strings.TrimSpace(v)
+}
+
 // Secret returns the value untrimmed of inner content but with surrounding
 // blanks removed; "" when unset. Kept apart from String so no caller is
 // tempted to put a default on a secret.

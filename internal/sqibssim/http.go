@@ -1,0 +1,137 @@
+package sqibssim
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// ServeHTTP routes the simulator's endpoints (see the package comment).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch p := r.URL.Path; {
+	case strings.HasSuffix(p, "/v1/process"):
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, "POST")
+			return
+		}
+		s.serveProcess(w, r)
+	case p == "/incidents":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, "GET, HEAD")
+			return
+		}
+		s.serveIncidents(w)
+	case p == "/":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, "GET, HEAD")
+			return
+		}
+		s.servePage(w)
+	default:
+		writeJSON(w, http.StatusNotFound, errorBody("not found"))
+	}
+}
+
+func (s *Server) serveProcess(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody("payload too large"))
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, errorBody("cannot read body"))
+		return
+	}
+	if f := s.nextFault(body); f != nil {
+		s.applyFault(w, r, f)
+		return
+	}
+	q := r.URL.Query()
+	if !s.authorized(bearer(r.Header.Get("Authorization")), q.Get("token")) {
+		writeJSON(w, http.StatusUnauthorized, errorBody("unauthorized"))
+		return
+	}
+	if !textual(r.Header.Get("Content-Type")) {
+		body = nil // SQIBS treats unsupported content types as an empty payload
+	}
+	code, res := s.process(body, q.Get("from"))
+	writeJSON(w, code, res)
+}
+
+func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault) {
+	switch {
+	case f.Drop:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler) // HTTP/2 or hijack failed: abort the stream instead
+	case f.Hang:
+		select {
+		case <-r.Context().Done():
+		case <-s.closed:
+			panic(http.ErrAbortHandler)
+		}
+	default:
+		code := f.Status
+		if code == 0 {
+			code = http.StatusInternalServerError
+		}
+		writeJSON(w, code, errorBody("simulated fault"))
+	}
+}
+
+func (s *Server) serveIncidents(w http.ResponseWriter) {
+	list := s.Incidents()
+	if list == nil {
+		list = []Incident{} // [] rather than null
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" value.
+func bearer(h string) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// textual reports whether SQIBS would read a body of this Content-Type:
+// absent, text/*, or JSON.
+func textual(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return strings.HasPrefix(mt, "text/") || mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeJSON(w, http.StatusMethodNotAllowed, errorBody("method not allowed"))
+}
+
+func errorBody(msg string) map[string]string { return map[string]string{"error": msg} }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write(buf.Bytes())
+}
