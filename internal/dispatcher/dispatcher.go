@@ -1,0 +1,269 @@
+// Package dispatcher is the SQS-fed half of the bridge: it maps each queued
+// Buildkite event to an SQIBS incident and delivers it, reporting partial
+// batch failures so SQS retries only what did not go through (DESIGN §5).
+//
+// Ordering: messages of one group (one incident) are handled in order; once
+// one fails transiently, it and every later message of its group in the
+// batch are reported failed without being tried, so a resolve can never
+// overtake the trigger it resolves. Independent groups run concurrently.
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/metrics"
+	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
+)
+
+// Sender delivers one SQIBS payload. *sqibs.Client satisfies it.
+type Sender interface {
+	Send(ctx context.Context, body []byte) (sqibs.Result, error)
+}
+
+// Visibility delays the next delivery of a failed message (its backoff).
+type Visibility interface {
+	SetVisibility(ctx context.Context, sourceARN, receiptHandle string, timeout time.Duration) error
+}
+
+// DeadLetters takes a message that can never succeed, with the reason.
+type DeadLetters interface {
+	DeadLetter(ctx context.Context, m events.SQSMessage, reason string) error
+}
+
+// Reasons for dead-lettering, sent as the message's reason attribute.
+const (
+	ReasonUnreadable     = "unreadable_envelope"
+	ReasonUnknownVersion = "unknown_envelope_version"
+	ReasonRejected       = "sqibs_rejected"
+)
+
+// Config tunes the handler.
+type Config struct {
+	Rules       incident.Rules
+	Concurrency int           // groups delivered at once; default 8
+	MaxBackoff  time.Duration // cap of the visibility backoff; default 900 s
+	// Reserve is kept back from the Lambda deadline: a group is not started
+	// when less remains, so a slow batch ends with its tail reported failed
+	// instead of the whole batch timing out and being redelivered.
+	Reserve time.Duration
+}
+
+// Handler handles SQS batches.
+type Handler struct {
+	cfg     Config
+	send    Sender
+	vis     Visibility
+	dlq     DeadLetters
+	log     *slog.Logger
+	metrics *metrics.Emitter
+	now     func() time.Time
+	jitter  func() float64 // in [0,1)
+}
+
+// New builds a Handler. vis and dlq may be nil (then backoff is SQS's
+// default visibility, and permanent failures are left to the redrive policy).
+func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Logger, m *metrics.Emitter) *Handler {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 900 * time.Second
+	}
+	if cfg.Reserve <= 0 {
+		cfg.Reserve = 6 * time.Second
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Handler{cfg: cfg, send: send, vis: vis, dlq: dlq, log: log, metrics: m, now: time.Now, jitter: rand.Float64}
+}
+
+// Handle is the Lambda handler for an SQS event source mapping with
+// ReportBatchItemFailures.
+func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	log := h.log
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		log = log.With("lambda_request_id", lc.AwsRequestID)
+	}
+	groups := groupRecords(ev.Records)
+	failed := make([][]string, len(groups))
+	sem := make(chan struct{}, h.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			failed[i] = h.group(ctx, g, log)
+		}()
+	}
+	wg.Wait()
+	var resp events.SQSEventResponse
+	for _, ids := range failed {
+		for _, id := range ids {
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: id})
+		}
+	}
+	return resp, nil
+}
+
+// groupRecords splits a batch by MessageGroupId, keeping batch order inside
+// each group. A record without a group id (a standard queue) is its own group.
+func groupRecords(recs []events.SQSMessage) [][]events.SQSMessage {
+	var groups [][]events.SQSMessage
+	index := map[string]int{}
+	for _, r := range recs {
+		gid, ok := r.Attributes["MessageGroupId"]
+		if !ok || gid == "" {
+			groups = append(groups, []events.SQSMessage{r})
+			continue
+		}
+		if i, ok := index[gid]; ok {
+			groups[i] = append(groups[i], r)
+			continue
+		}
+		index[gid] = len(groups)
+		groups = append(groups, []events.SQSMessage{r})
+	}
+	return groups
+}
+
+// group delivers one group in order and returns the ids to report failed.
+func (h *Handler) group(ctx context.Context, recs []events.SQSMessage, log *slog.Logger) []string {
+	for i, r := range recs {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < h.cfg.Reserve {
+			log.Warn("not enough time left in this invocation: leaving the rest of the group to SQS",
+				"message_id", r.MessageId, "left", len(recs)-i)
+			return ids(recs[i:])
+		}
+		if ok := h.message(ctx, r, log); !ok {
+			if n := len(recs) - i - 1; n > 0 {
+				log.Info("holding back later messages of the group to keep order",
+					"message_id", r.MessageId, "held_back", n)
+			}
+			return ids(recs[i:])
+		}
+	}
+	return nil
+}
+
+func ids(recs []events.SQSMessage) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = r.MessageId
+	}
+	return out
+}
+
+// message handles one record; false means "transient: retry it later".
+func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Logger) bool {
+	log = log.With("message_id", r.MessageId)
+	env, err := queue.Decode([]byte(r.Body))
+	if err != nil {
+		reason := ReasonUnreadable
+		if errors.Is(err, queue.ErrUnknownVersion) {
+			reason = ReasonUnknownVersion
+		}
+		h.metrics.Count(metrics.PermanentFailure)
+		log.Error("cannot read queued message: sending it to the dead-letter queue", "reason", reason, "error", err.Error())
+		return h.deadLetter(ctx, r, reason, log)
+	}
+	log = log.With("request_id", env.RequestID, "event", env.Event)
+
+	pl, d, ok := h.cfg.Rules.Map(env.Payload, env.ReceivedAt)
+	if !ok {
+		// The receiver already dropped these; one can still arrive when the
+		// rules changed while it was queued.
+		log.Info("event changes no incident", "reason", d.Reason)
+		h.metrics.Count(metrics.Ignored)
+		return true
+	}
+	log = log.With("incident_id", d.ID, "status", d.Status)
+	body, err := json.Marshal(pl)
+	if err != nil { // cannot happen with these types; treat as permanent
+		log.Error("encode SQIBS payload", "error", err.Error())
+		return h.deadLetter(ctx, r, ReasonUnreadable, log)
+	}
+
+	res, err := h.send.Send(ctx, body)
+	if err == nil {
+		h.metrics.Count(metrics.Delivered)
+		h.metrics.Emit(metrics.SQIBSLatencyMS, metrics.Milliseconds, float64(res.Latency.Microseconds())/1000)
+		log.Info("delivered to SQIBS",
+			"sqibs_status", res.Status, "sqibs_id", res.Response.ID,
+			"created", res.Response.Triggered.Created, "trigger_duplicate", res.Response.Triggered.Duplicate,
+			"resolved", res.Response.Resolved.Resolved, "resolve_duplicate", res.Response.Resolved.Duplicate,
+			"attempts", res.Attempts, "latency", res.Latency)
+		return true
+	}
+	var se *sqibs.Error
+	status, sbody := 0, ""
+	if errors.As(err, &se) {
+		status, sbody = se.Status, se.Body
+	}
+	if sqibs.IsPermanent(err) {
+		h.metrics.Count(metrics.PermanentFailure)
+		log.Error("SQIBS rejected the incident: sending it to the dead-letter queue",
+			"sqibs_status", status, "sqibs_body", sbody, "error", err.Error())
+		return h.deadLetter(ctx, r, ReasonRejected, log)
+	}
+	h.metrics.Count(metrics.TransientFailure)
+	delay := h.backoff(r)
+	log.Warn("SQIBS delivery failed: will retry", "sqibs_status", status, "error", err.Error(), "retry_in", delay)
+	h.delay(ctx, r, delay, log)
+	return false
+}
+
+// backoff is min(2^receives s, MaxBackoff) ± 20% jitter.
+func (h *Handler) backoff(r events.SQSMessage) time.Duration {
+	n, _ := strconv.Atoi(r.Attributes["ApproximateReceiveCount"])
+	if n < 1 {
+		n = 1
+	}
+	secs := math.Min(math.Pow(2, float64(n)), h.cfg.MaxBackoff.Seconds())
+	secs *= 0.8 + 0.4*h.jitter()
+	d := time.Duration(secs * float64(time.Second))
+	if d > h.cfg.MaxBackoff {
+		d = h.cfg.MaxBackoff
+	}
+	return d.Round(time.Second)
+}
+
+func (h *Handler) delay(ctx context.Context, r events.SQSMessage, d time.Duration, log *slog.Logger) {
+	if h.vis == nil {
+		return
+	}
+	if err := h.vis.SetVisibility(context.WithoutCancel(ctx), r.EventSourceARN, r.ReceiptHandle, d); err != nil {
+		// Not fatal: the message comes back after the queue's own visibility timeout.
+		log.Warn("could not set the retry delay", "error", err.Error())
+	}
+}
+
+// deadLetter parks a message that can never succeed. If the DLQ itself
+// fails, the message is reported failed so SQS keeps it (and its redrive
+// policy moves it to the DLQ in the end): nothing is lost.
+func (h *Handler) deadLetter(ctx context.Context, r events.SQSMessage, reason string, log *slog.Logger) bool {
+	if h.dlq == nil {
+		log.Error("no DLQ_URL configured: leaving the message to the queue's redrive policy", "reason", reason)
+		return false
+	}
+	if err := h.dlq.DeadLetter(context.WithoutCancel(ctx), r, reason); err != nil {
+		log.Error("dead-letter send failed: message stays on the queue", "reason", reason, "error", err.Error())
+		return false
+	}
+	return true
+}
