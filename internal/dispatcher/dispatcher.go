@@ -148,12 +148,22 @@ func (h *Handler) group(ctx context.Context, recs []events.SQSMessage, log *slog
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < h.cfg.Reserve {
 			log.Warn("not enough time left in this invocation: leaving the rest of the group to SQS",
 				"message_id", r.MessageId, "left", len(recs)-i)
+			for _, later := range recs[i:] {
+				h.delay(ctx, later, 0, log) // nothing failed: retry them soon
+			}
 			return ids(recs[i:])
 		}
-		if ok := h.message(ctx, r, log); !ok {
+		if ok, delay := h.message(ctx, r, log); !ok {
 			if n := len(recs) - i - 1; n > 0 {
 				log.Info("holding back later messages of the group to keep order",
 					"message_id", r.MessageId, "held_back", n)
+			}
+			// The whole group waits for the failed message's backoff. FIFO
+			// holds a group while any of its messages is in flight, so the
+			// held-back ones get the same delay; left alone they would lock
+			// the group for the queue's full visibility timeout.
+			for _, later := range recs[i:] {
+				h.delay(ctx, later, delay, log)
 			}
 			return ids(recs[i:])
 		}
@@ -169,8 +179,8 @@ func ids(recs []events.SQSMessage) []string {
 	return out
 }
 
-// message handles one record; false means "transient: retry it later".
-func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Logger) bool {
+// message handles one record; false means "transient: retry it after delay".
+func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Logger) (ok bool, delay time.Duration) {
 	log = log.With("message_id", r.MessageId)
 	env, err := queue.Decode([]byte(r.Body))
 	if err != nil {
@@ -180,7 +190,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		}
 		h.metrics.Count(metrics.PermanentFailure)
 		log.Error("cannot read queued message: sending it to the dead-letter queue", "reason", reason, "error", err.Error())
-		return h.deadLetter(ctx, r, reason, log)
+		return h.deadLetter(ctx, r, reason, log), h.backoff(r)
 	}
 	log = log.With("request_id", env.RequestID, "event", env.Event)
 
@@ -190,13 +200,13 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		// rules changed while it was queued.
 		log.Info("event changes no incident", "reason", d.Reason)
 		h.metrics.Count(metrics.Ignored)
-		return true
+		return true, 0
 	}
 	log = log.With("incident_id", d.ID, "status", d.Status)
 	body, err := json.Marshal(pl)
 	if err != nil { // cannot happen with these types; treat as permanent
 		log.Error("encode SQIBS payload", "error", err.Error())
-		return h.deadLetter(ctx, r, ReasonUnreadable, log)
+		return h.deadLetter(ctx, r, ReasonUnreadable, log), h.backoff(r)
 	}
 
 	res, err := h.send.Send(ctx, body)
@@ -208,7 +218,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 			"created", res.Response.Triggered.Created, "trigger_duplicate", res.Response.Triggered.Duplicate,
 			"resolved", res.Response.Resolved.Resolved, "resolve_duplicate", res.Response.Resolved.Duplicate,
 			"attempts", res.Attempts, "latency", res.Latency)
-		return true
+		return true, 0
 	}
 	var se *sqibs.Error
 	status, sbody := 0, ""
@@ -219,13 +229,12 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		h.metrics.Count(metrics.PermanentFailure)
 		log.Error("SQIBS rejected the incident: sending it to the dead-letter queue",
 			"sqibs_status", status, "sqibs_body", sbody, "error", err.Error())
-		return h.deadLetter(ctx, r, ReasonRejected, log)
+		return h.deadLetter(ctx, r, ReasonRejected, log), h.backoff(r)
 	}
 	h.metrics.Count(metrics.TransientFailure)
-	delay := h.backoff(r)
+	delay = h.backoff(r)
 	log.Warn("SQIBS delivery failed: will retry", "sqibs_status", status, "error", err.Error(), "retry_in", delay)
-	h.delay(ctx, r, delay, log)
-	return false
+	return false, delay
 }
 
 // backoff is min(2^receives s, MaxBackoff) ± 20% jitter.

@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 )
 
@@ -42,13 +45,15 @@ type Publisher interface {
 
 // NewMessage builds the v1 envelope for p and its FIFO attributes.
 func NewMessage(p *buildkite.Payload, groupID, requestID string, receivedAt time.Time) (Message, error) {
-	body, err := json.Marshal(Envelope{
+	// v2 encodes without the validation pass v1 makes over every
+	// MarshalJSON result; the output is the same JSON.
+	body, err := jsonv2.Marshal(Envelope{
 		V:          Version,
 		Event:      p.Event,
 		RequestID:  requestID,
 		ReceivedAt: receivedAt.UTC().Truncate(time.Millisecond),
 		Payload:    p,
-	})
+	}, jsontext.AllowInvalidUTF8(true))
 	if err != nil {
 		return Message{}, fmt.Errorf("encode envelope: %w", err)
 	}

@@ -1,0 +1,53 @@
+// Command dispatcher is the SQS-fed Lambda: it maps queued Buildkite events
+// to SQIBS incidents and delivers them. Wiring only; the logic is in
+// internal/dispatcher.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/callgoose/buildkite-sqibs/internal/app"
+	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
+	"github.com/callgoose/buildkite-sqibs/internal/metrics"
+	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
+)
+
+func main() {
+	log := app.NewLogger(os.Stderr)
+	ctx := context.Background()
+
+	env := config.NewReader(os.LookupEnv)
+	cfg := app.LoadDispatcher(env)
+	if err := env.Err(); err != nil {
+		app.Exit(log, err)
+	}
+
+	awsCfg, err := app.AWSConfig(ctx)
+	if err != nil {
+		app.Exit(log, err)
+	}
+	tokens, err := app.SQIBSToken(env, cfg.SecretTTL, func() (aws.Config, error) { return awsCfg, nil })
+	if err != nil {
+		app.Exit(log, err)
+	}
+	client, err := sqibs.New(cfg.SQIBS, tokens, nil)
+	if err != nil {
+		app.Exit(log, err)
+	}
+
+	sqsClient := sqs.NewFromConfig(awsCfg)
+	var dlq dispatcher.DeadLetters
+	if cfg.DLQURL != "" {
+		dlq = &queue.SQSDeadLetter{API: sqsClient, URL: cfg.DLQURL}
+	}
+	m := metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME"))
+	h := dispatcher.New(cfg.Handler, client, &queue.SQSVisibility{API: sqsClient}, dlq, log, m)
+	lambda.Start(h.Handle)
+}

@@ -1,0 +1,77 @@
+// Package app holds the start-up plumbing both functions and the dev server
+// share: the JSON logger, the AWS config, token sources from the
+// environment, and the one-line exit on bad configuration.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/secret"
+)
+
+// NewLogger is the JSON logger every component writes with. The level comes
+// from AWS_LAMBDA_LOG_LEVEL (set by Lambda's LoggingConfig) or LOG_LEVEL.
+func NewLogger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	for _, name := range []string{"AWS_LAMBDA_LOG_LEVEL", "LOG_LEVEL"} {
+		if v := os.Getenv(name); v != "" {
+			_ = level.UnmarshalText([]byte(strings.ToUpper(v)))
+			break
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Exit logs err as one line and stops the process: bad configuration must be
+// loud and early, not a string of failed invocations.
+func Exit(log *slog.Logger, err error) {
+	log.Error(err.Error())
+	fmt.Fprintln(os.Stderr, err.Error())
+	os.Exit(1)
+}
+
+// AWSConfig loads the SDK configuration from the environment, so
+// AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL_SECRETS_MANAGER reach moto or
+// LocalStack with no code change.
+func AWSConfig(ctx context.Context) (aws.Config, error) {
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("load AWS config: %w", err)
+	}
+	return cfg, nil
+}
+
+// TokenSpec names the two ways a token can be configured.
+type TokenSpec struct {
+	LiteralVar string // e.g. BUILDKITE_WEBHOOK_TOKEN: wins when set
+	ARNVar     string // e.g. WEBHOOK_TOKEN_SECRET_ARN
+}
+
+// Token returns the token source the environment configures, or nil when it
+// configures none. A literal wins over the secret. aws is called only when a
+// secret must be read, so a literal-only setup needs no AWS config.
+func Token(r *config.Reader, spec TokenSpec, ttl time.Duration, aws func() (aws.Config, error)) (*secret.Source, error) {
+	if v := r.Secret(spec.LiteralVar); v != "" {
+		return secret.Literal(v), nil
+	}
+	arn := r.String(spec.ARNVar, "")
+	if arn == "" {
+		return nil, nil
+	}
+	cfg, err := aws()
+	if err != nil {
+		return nil, err
+	}
+	return secret.FromSecretsManager(secretsmanager.NewFromConfig(cfg), arn, ttl), nil
+}

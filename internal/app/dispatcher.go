@@ -1,0 +1,81 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
+	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
+)
+
+// Dispatcher is the dispatcher's part of DESIGN §2, read once at start.
+type Dispatcher struct {
+	SQIBS     sqibs.Config
+	SecretTTL time.Duration
+	DLQURL    string
+	Handler   dispatcher.Config
+}
+
+// LoadDispatcher reads the dispatcher settings; check r.Err() after.
+func LoadDispatcher(r *config.Reader) Dispatcher {
+	return Dispatcher{
+		SQIBS: sqibs.Config{
+			URL:     r.Required("SQIBS_URL"),
+			Auth:    sqibs.Auth(r.OneOf("SQIBS_AUTH", "header", "header", "query")),
+			From:    r.Optional("SQIBS_FROM", "Buildkite"),
+			Timeout: r.Duration("SQIBS_TIMEOUT", 5*time.Second),
+		},
+		SecretTTL: r.Duration("SECRET_TTL", 5*time.Minute),
+		DLQURL:    r.String("DLQ_URL", ""),
+		Handler:   dispatcher.Config{Rules: incident.LoadRules(r)},
+	}
+}
+
+// PlaceholderToken is the value template.yaml seeds the SQIBS secret with
+// until an operator stores the real token.
+const PlaceholderToken = "REPLACE_ME"
+
+// ErrPlaceholder says the SQIBS secret was never set after deploy.
+var ErrPlaceholder = errors.New("the SQIBS token secret still holds its placeholder: store the real token (scripts/put-sqibs-token)")
+
+// SQIBSToken is the SQIBS API token source: SQIBS_API_TOKEN, else the
+// secret SQIBS_TOKEN_SECRET_ARN. One of them is required.
+func SQIBSToken(r *config.Reader, ttl time.Duration, aws func() (aws.Config, error)) (sqibs.TokenSource, error) {
+	src, err := Token(r, TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}, ttl, aws)
+	if err != nil {
+		return nil, err
+	}
+	if src == nil {
+		return nil, errors.New("config: SQIBS_TOKEN_SECRET_ARN or SQIBS_API_TOKEN is required")
+	}
+	return placeholderGuard{src}, nil
+}
+
+// placeholderGuard turns the template's placeholder into a clear error, so
+// the dispatcher retries (and logs why) instead of sending a token SQIBS
+// will refuse.
+type placeholderGuard struct{ sqibs.TokenSource }
+
+func (g placeholderGuard) Get(ctx context.Context) (string, error) {
+	return check(g.TokenSource.Get(ctx))
+}
+
+func (g placeholderGuard) Refresh(ctx context.Context) (string, error) {
+	return check(g.TokenSource.Refresh(ctx))
+}
+
+func check(v string, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	if v == PlaceholderToken || v == "" {
+		return "", fmt.Errorf("sqibs token: %w", ErrPlaceholder)
+	}
+	return v, nil
+}
