@@ -47,3 +47,12 @@ lint: ## gofmt, go vet, cfn-lint template.yaml (when installed)
 
 clean: ## remove build output
 	rm -rf $(BIN) .aws-sam
+
+.PHONY: dev invoke
+dev: ## the whole bridge locally: receiver, in-process queue, dispatcher, SQIBS simulator
+	$(GO) run ./scripts/devserver
+
+invoke: ## run a function's bootstrap against a local Runtime API: make invoke FN=receiver EVENT=events/receiver-ping.json
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=receiver|dispatcher EVENT=events/<file>.json"; exit 2; }
+	@$(GO) build -o $(BIN)/invoke ./scripts/invoke
+	@$(BIN)/invoke -fn $(FN) -event $(EVENT) -env events/env.json

@@ -33,11 +33,10 @@ func NewLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// Exit logs err as one line and stops the process: bad configuration must be
-// loud and early, not a string of failed invocations.
+// Exit logs err as one (JSON) line and stops the process: bad configuration
+// must be loud and early, not a string of failed invocations.
 func Exit(log *slog.Logger, err error) {
 	log.Error(err.Error())
-	fmt.Fprintln(os.Stderr, err.Error())
 	os.Exit(1)
 }
 

@@ -55,6 +55,7 @@ type Config struct {
 	Rules       incident.Rules
 	Concurrency int           // groups delivered at once; default 8
 	MaxBackoff  time.Duration // cap of the visibility backoff; default 900 s
+	BackoffBase time.Duration // backoff unit (2^receives of it); default 1 s, shorter in tests
 	// Reserve is kept back from the Lambda deadline: a group is not started
 	// when less remains, so a slow batch ends with its tail reported failed
 	// instead of the whole batch timing out and being redelivered.
@@ -81,6 +82,9 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 900 * time.Second
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = time.Second
 	}
 	if cfg.Reserve <= 0 {
 		cfg.Reserve = 6 * time.Second
@@ -237,19 +241,23 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 	return false, delay
 }
 
-// backoff is min(2^receives s, MaxBackoff) ± 20% jitter.
+// backoff is min(2^receives × BackoffBase, MaxBackoff) ± 20% jitter: with
+// the defaults, min(2^receives s, 900 s). SQS takes whole seconds, so the
+// production value is rounded to them.
 func (h *Handler) backoff(r events.SQSMessage) time.Duration {
 	n, _ := strconv.Atoi(r.Attributes["ApproximateReceiveCount"])
 	if n < 1 {
 		n = 1
 	}
-	secs := math.Min(math.Pow(2, float64(n)), h.cfg.MaxBackoff.Seconds())
-	secs *= 0.8 + 0.4*h.jitter()
-	d := time.Duration(secs * float64(time.Second))
+	base := float64(h.cfg.BackoffBase)
+	d := time.Duration(math.Min(math.Pow(2, float64(n))*base, float64(h.cfg.MaxBackoff)) * (0.8 + 0.4*h.jitter()))
 	if d > h.cfg.MaxBackoff {
 		d = h.cfg.MaxBackoff
 	}
-	return d.Round(time.Second)
+	if h.cfg.BackoffBase >= time.Second {
+		d = d.Round(time.Second)
+	}
+	return d
 }
 
 func (h *Handler) delay(ctx context.Context, r events.SQSMessage, d time.Duration, log *slog.Logger) {

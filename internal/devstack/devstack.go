@@ -1,0 +1,281 @@
+// Package devstack wires the whole bridge on one machine (DESIGN §6): the
+// receiver's HTTP endpoint, a queue (in-process FIFO, or SQS when QUEUE_URL
+// is set), the dispatcher fed by a poller as Lambda's event source mapping
+// would, and SQIBS (the simulator unless SQIBS_URL is set). The same
+// handlers as the Lambda functions run; only the plumbing differs.
+// scripts/devserver (make dev) and the end-to-end tests both use it.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/callgoose/buildkite-sqibs/internal/app"
+	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
+	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
+	"github.com/callgoose/buildkite-sqibs/internal/metrics"
+	"github.com/callgoose/buildkite-sqibs/internal/poller"
+	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/receiver"
+	"github.com/callgoose/buildkite-sqibs/internal/secret"
+	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
+	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+)
+
+// Defaults of DESIGN §6. They are not secrets: they only exist on a laptop.
+const (
+	DefaultAddr         = "127.0.0.1:8080"
+	DefaultSimAddr      = "127.0.0.1:8081"
+	DefaultWebhookToken = "local-webhook-token"
+	DefaultSQIBSToken   = "local-sqibs-token"
+)
+
+// Options tune a stack; the zero value is `make dev`.
+type Options struct {
+	Env    config.Env // variables; nil = none set
+	Stdout io.Writer  // the ready line and default-token notices
+	Stderr io.Writer  // JSON logs
+
+	Queue       memqueue.Options // the in-process queue
+	BackoffBase time.Duration    // dispatcher retry backoff unit; tests shorten it
+	DrainWait   time.Duration    // bound on draining at shutdown; default 10s
+	Poller      poller.Options   // batch size, concurrency, waits
+}
+
+// Stack is a running bridge.
+type Stack struct {
+	ReceiverURL string           // http://host:port
+	SimURL      string           // SQIBS simulator base URL; "" when SQIBS_URL is used
+	Sim         *sqibssim.Server // nil when SQIBS_URL is used
+	Queue       *memqueue.Queue  // nil when QUEUE_URL is used
+	Dispatcher  *dispatcher.Handler
+	Log         *slog.Logger
+
+	recvSrv, simSrv *http.Server
+	stopPoll        context.CancelFunc
+	pollDone        chan error
+	drainWait       time.Duration
+	closeOnce       sync.Once
+}
+
+// Start brings the stack up and returns once the receiver is listening.
+func Start(ctx context.Context, o Options) (*Stack, error) {
+	if o.Env == nil {
+		o.Env = config.Map(nil)
+	}
+	if o.Stdout == nil {
+		o.Stdout = io.Discard
+	}
+	if o.Stderr == nil {
+		o.Stderr = io.Discard
+	}
+	if o.DrainWait <= 0 {
+		o.DrainWait = 10 * time.Second
+	}
+	log := app.NewLogger(o.Stderr)
+	m := metrics.New(o.Stderr, "local")
+	s := &Stack{Log: log, drainWait: o.DrainWait}
+
+	env := config.NewReader(o.Env)
+	addr := env.String("DEV_ADDR", DefaultAddr)
+	simAddr := env.String("SQIBS_SIM_ADDR", DefaultSimAddr)
+	queueURL := env.String("QUEUE_URL", "")
+	dlqURL := env.String("DLQ_URL", "")
+	sqibsURL := env.String("SQIBS_URL", "")
+	ttl := env.Duration("SECRET_TTL", 5*time.Minute)
+	rcfg := receiver.LoadConfig(env)
+	if err := env.Err(); err != nil {
+		return nil, err
+	}
+
+	var awsOnce sync.Once
+	var awsCfg aws.Config
+	var awsErr error
+	awsConfig := func() (aws.Config, error) {
+		awsOnce.Do(func() { awsCfg, awsErr = app.AWSConfig(ctx) })
+		return awsCfg, awsErr
+	}
+
+	// Tokens: configured (literal or secret), else the printed defaults.
+	webhookTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"}, ttl, awsConfig)
+	if err != nil {
+		return nil, err
+	}
+	if webhookTokens == nil {
+		webhookTokens = secret.Literal(DefaultWebhookToken)
+		fmt.Fprintf(o.Stdout, "webhook token: %s (default; set BUILDKITE_WEBHOOK_TOKEN or WEBHOOK_TOKEN_SECRET_ARN to change)\n", DefaultWebhookToken)
+	}
+	sqibsTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}, ttl, awsConfig)
+	if err != nil {
+		return nil, err
+	}
+	if sqibsTokens == nil {
+		sqibsTokens = secret.Literal(DefaultSQIBSToken)
+		fmt.Fprintf(o.Stdout, "SQIBS token: %s (default; set SQIBS_API_TOKEN or SQIBS_TOKEN_SECRET_ARN to change)\n", DefaultSQIBSToken)
+	}
+
+	// SQIBS: the simulator unless a real endpoint is configured.
+	if sqibsURL == "" {
+		simToken, err := sqibsTokens.Get(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("SQIBS token for the simulator: %w", err)
+		}
+		s.Sim = sqibssim.New(simToken)
+		ln, err := net.Listen("tcp", simAddr)
+		if err != nil {
+			return nil, fmt.Errorf("SQIBS simulator on SQIBS_SIM_ADDR=%s: %w", simAddr, err)
+		}
+		s.SimURL = "http://" + ln.Addr().String()
+		s.simSrv = &http.Server{Handler: s.Sim, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = s.simSrv.Serve(ln) }()
+		sqibsURL = s.SimURL + "/v1/process"
+		fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents)\n", s.SimURL, s.SimURL, s.SimURL)
+	}
+	denv := config.NewReader(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}))
+	dcfg := app.LoadDispatcher(denv)
+	if err := denv.Err(); err != nil {
+		s.closeServers()
+		return nil, err
+	}
+	if o.BackoffBase > 0 {
+		dcfg.Handler.BackoffBase = o.BackoffBase
+	}
+	client, err := sqibs.New(dcfg.SQIBS, sqibsTokens, nil)
+	if err != nil {
+		s.closeServers()
+		return nil, err
+	}
+
+	// Queue: in process, or SQS with a poller.
+	var pub queue.Publisher
+	var src poller.Source
+	var vis dispatcher.Visibility
+	var dlq dispatcher.DeadLetters
+	if queueURL == "" {
+		s.Queue = memqueue.New(o.Queue)
+		pub, src, vis, dlq = s.Queue, s.Queue, s.Queue, s.Queue
+	} else {
+		cfg, err := awsConfig()
+		if err != nil {
+			s.closeServers()
+			return nil, err
+		}
+		c := sqs.NewFromConfig(cfg, queue.SQSOptions)
+		attrs, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+			QueueUrl: aws.String(queueURL), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+		})
+		if err != nil {
+			s.closeServers()
+			return nil, fmt.Errorf("QUEUE_URL=%s: %w", queueURL, err)
+		}
+		arn := attrs.Attributes[string(types.QueueAttributeNameQueueArn)]
+		pub = queue.NewSQSPublisher(c, queueURL)
+		src = poller.NewSQSSource(sqs.NewFromConfig(cfg), queueURL, arn)
+		vis = &queue.SQSVisibility{API: sqs.NewFromConfig(cfg)}
+		if dlqURL != "" {
+			dlq = &queue.SQSDeadLetter{API: sqs.NewFromConfig(cfg), URL: dlqURL}
+		}
+	}
+
+	s.Dispatcher = dispatcher.New(dcfg.Handler, client, vis, dlq, log, m)
+	po := o.Poller
+	if po.Log == nil {
+		po.Log = log
+	}
+	if po.FunctionName == "" {
+		po.FunctionName = "dispatcher"
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopPoll = cancel
+	s.pollDone = make(chan error, 1)
+	go func() { s.pollDone <- poller.Run(pctx, src, s.Dispatcher.Handle, po) }()
+
+	rh := receiver.New(rcfg, webhookTokens, pub, log, m)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.stopPoll()
+		s.closeServers()
+		return nil, fmt.Errorf("receiver on DEV_ADDR=%s: %w", addr, err)
+	}
+	s.ReceiverURL = "http://" + ln.Addr().String()
+	s.recvSrv = &http.Server{Handler: rh.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = s.recvSrv.Serve(ln) }()
+	fmt.Fprintf(o.Stdout, "receiver listening on %s\n", s.ReceiverURL)
+	return s, nil
+}
+
+// Shutdown stops taking webhooks, lets the in-process queue drain (bounded
+// by DrainWait), then stops the poller after its batch in hand and the
+// simulator. With SQS, what is still queued stays there for next time.
+func (s *Stack) Shutdown(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.recvSrv != nil {
+			err = s.recvSrv.Shutdown(ctx)
+		}
+		if s.Queue != nil {
+			dctx, cancel := context.WithTimeout(ctx, s.drainWait)
+			for {
+				st := s.Queue.Stats()
+				if st.Visible == 0 && st.InFlight == 0 {
+					break
+				}
+				select {
+				case <-dctx.Done():
+					s.Log.Warn("shutdown: queue not drained in time", "visible", st.Visible, "in_flight", st.InFlight)
+				case <-time.After(20 * time.Millisecond):
+					continue
+				}
+				break
+			}
+			cancel()
+		}
+		s.stopPoll()
+		select {
+		case <-s.pollDone:
+		case <-ctx.Done():
+		}
+		if s.Queue != nil {
+			s.Queue.Close()
+		}
+		s.closeServers()
+	})
+	return err
+}
+
+func (s *Stack) closeServers() {
+	if s.Sim != nil {
+		s.Sim.Close() // release hung requests first, or Shutdown waits for them
+	}
+	if s.simSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := s.simSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = s.simSrv.Close()
+		}
+	}
+}
+
+// overlay returns env with some names set, for defaults that depend on
+// what the stack started (the simulator's URL).
+func overlay(env config.Env, set map[string]string) config.Env {
+	return func(name string) (string, bool) {
+		if v, ok := env(name); ok && v != "" {
+			return v, true
+		}
+		v, ok := set[name]
+		return v, ok
+	}
+}

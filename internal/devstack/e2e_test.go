@@ -1,0 +1,384 @@
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
+	"github.com/callgoose/buildkite-sqibs/internal/poller"
+	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+)
+
+func TestMain(m *testing.M) { os.Exit(moto.Run(m)) }
+
+// syncBuffer collects a stack's output safely across goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type harness struct {
+	t      *testing.T
+	s      *Stack
+	token  string
+	out    *syncBuffer
+	logs   *syncBuffer
+	client *http.Client
+}
+
+func start(t *testing.T, env map[string]string, token string) *harness {
+	t.Helper()
+	base := map[string]string{"DEV_ADDR": "127.0.0.1:0", "SQIBS_SIM_ADDR": "127.0.0.1:0"}
+	for k, v := range env {
+		base[k] = v
+	}
+	h := &harness{t: t, token: token, out: &syncBuffer{}, logs: &syncBuffer{}, client: &http.Client{Timeout: 10 * time.Second}}
+	s, err := Start(context.Background(), Options{
+		Env:         config.Map(base),
+		Stdout:      h.out,
+		Stderr:      h.logs,
+		Queue:       memqueue.Options{VisibilityTimeout: 2 * time.Second},
+		BackoffBase: 10 * time.Millisecond,
+		DrainWait:   5 * time.Second,
+		Poller:      poller.Options{Wait: 200 * time.Millisecond, InvokeTimeout: 20 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s = s
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	return h
+}
+
+// payload is a real fixture with the build's number, state and id set, so
+// a scenario can play a sequence of builds.
+func payload(t *testing.T, fixture string, number int, state, branch string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", fixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if build, ok := m["build"].(map[string]any); ok && number > 0 {
+		build["number"] = number
+		build["state"] = state
+		build["id"] = fmt.Sprintf("build-%s-%d", branch, number)
+		build["branch"] = branch
+	}
+	out, _ := json.Marshal(m)
+	return out
+}
+
+func (h *harness) send(body []byte, event string) (int, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, h.s.ReceiverURL, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if event != "" {
+		req.Header.Set("X-Buildkite-Event", event)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(h.token))
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	req.Header.Set("X-Buildkite-Signature", "timestamp="+ts+",signature="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := h.client.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (h *harness) mustQueue(body []byte) {
+	h.t.Helper()
+	if code, b := h.send(body, ""); code != 200 || !strings.Contains(b, `"queued"`) {
+		h.t.Fatalf("send: %d %s", code, b)
+	}
+}
+
+func (h *harness) wait(what string, cond func(*sqibssim.Server) bool) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.s.Sim.Wait(ctx, cond); err != nil {
+		h.t.Fatalf("waiting for %s: %v\nincidents: %+v\nlogs:\n%s", what, err, h.s.Sim.Incidents(), h.logs.String())
+	}
+}
+
+// recorder sees every call the simulator processes, in order, and can
+// fail the next few.
+type recorder struct {
+	mu       sync.Mutex
+	calls    []string // "<id> <status> #<build>"
+	failNext int
+	failed   int
+}
+
+func (r *recorder) hook() func(call int, body []byte) *sqibssim.Fault {
+	return func(call int, body []byte) *sqibssim.Fault {
+		r.mu.Lock()
+		if r.failNext > 0 {
+			r.failNext--
+			r.failed++
+			r.mu.Unlock()
+			return &sqibssim.Fault{Status: http.StatusInternalServerError}
+		}
+		r.mu.Unlock()
+		var p struct {
+			Event struct {
+				ID     string `json:"id"`
+				Status string `json:"status"`
+				Number int    `json:"build_number"`
+			} `json:"event"`
+		}
+		_ = json.Unmarshal(body, &p)
+		r.mu.Lock()
+		r.calls = append(r.calls, fmt.Sprintf("%s %s #%d", p.Event.ID, p.Event.Status, p.Event.Number))
+		r.mu.Unlock()
+		return nil
+	}
+}
+
+func (r *recorder) list() []string { r.mu.Lock(); defer r.mu.Unlock(); return slices.Clone(r.calls) }
+
+// scenario is the end-to-end story of issue 4, run on both queues.
+func scenario(t *testing.T, h *harness) {
+	const id = "acme/deploy-api/main"
+	rec := &recorder{}
+	h.s.Sim.SetFault(rec.hook())
+
+	t.Run("failed opens, passed resolves", func(t *testing.T) {
+		h.mustQueue(payload(t, "build_finished_failed.json", 10, "failed", "main"))
+		h.wait("incident open", func(s *sqibssim.Server) bool { _, ok := s.Open(id); return ok })
+		h.mustQueue(payload(t, "build_finished_passed.json", 11, "passed", "main"))
+		h.wait("incident resolved", func(s *sqibssim.Server) bool {
+			in := s.Incidents()
+			return len(in) == 1 && in[0].Status == sqibssim.StatusResolved
+		})
+	})
+
+	t.Run("blocked scheduled ping do nothing", func(t *testing.T) {
+		before := h.s.Sim.Calls()
+		for _, c := range []struct {
+			file, event string
+			code        int
+		}{
+			{"build_finished_blocked.json", "", 202}, {"build_scheduled.json", "", 202}, {"ping.json", "ping", 200},
+		} {
+			b, _ := os.ReadFile(filepath.Join("..", "buildkite", "testdata", c.file))
+			if code, body := h.send(b, c.event); code != c.code {
+				t.Errorf("%s: %d %s, want %d", c.file, code, body, c.code)
+			}
+		}
+		// They answered without queuing; a real event sent after them is the
+		// only thing SQIBS sees.
+		seen := len(rec.list())
+		h.mustQueue(payload(t, "build_finished_failed.json", 20, "failed", "main"))
+		h.wait("build 20", func(*sqibssim.Server) bool { return len(rec.list()) > seen })
+		if got := rec.list()[seen:]; !slices.Equal(got, []string{id + " FAILED #20"}) {
+			t.Errorf("SQIBS saw %v", got)
+		}
+		if got := h.s.Sim.Calls(); got != before+1 {
+			t.Errorf("SQIBS calls went from %d to %d, want one more", before, got)
+		}
+	})
+
+	t.Run("duplicate delivery gives one call", func(t *testing.T) {
+		before := len(rec.list())
+		body := payload(t, "build_finished_failed.json", 30, "failed", "main")
+		h.mustQueue(body)
+		h.mustQueue(body)
+		h.mustQueue(payload(t, "build_finished_passed.json", 31, "passed", "main"))
+		h.wait("resolve after the duplicate", func(s *sqibssim.Server) bool {
+			in := s.Incidents()
+			return len(in) == 2 && in[1].Status == sqibssim.StatusResolved
+		})
+		got := rec.list()[before:]
+		want := []string{id + " FAILED #30", id + " PASSED #31"}
+		if !slices.Equal(got, want) {
+			t.Errorf("SQIBS saw %v, want %v", got, want)
+		}
+	})
+
+	t.Run("five alternating builds arrive in order", func(t *testing.T) {
+		before := len(rec.list())
+		var want []string
+		for i := range 5 {
+			n, state, file, status := 40+i, "failed", "build_finished_failed.json", "FAILED"
+			if i%2 == 1 {
+				state, file, status = "passed", "build_finished_passed.json", "PASSED"
+			}
+			h.mustQueue(payload(t, file, n, state, "main"))
+			want = append(want, fmt.Sprintf("%s %s #%d", id, status, n))
+		}
+		h.wait("five deliveries", func(*sqibssim.Server) bool { return len(rec.list()) >= before+5 })
+		if got := rec.list()[before:]; !slices.Equal(got, want) {
+			t.Errorf("order:\n got %v\nwant %v", got, want)
+		}
+		if _, open := h.s.Sim.Open(id); !open {
+			t.Error("last build failed: incident should be open")
+		}
+	})
+
+	t.Run("SQIBS 500 twice then delivered", func(t *testing.T) {
+		rec.mu.Lock()
+		rec.failNext = 2
+		rec.mu.Unlock()
+		before := len(rec.list())
+		h.mustQueue(payload(t, "build_finished_passed.json", 50, "passed", "main"))
+		h.wait("resolve after two 500s", func(*sqibssim.Server) bool { return len(rec.list()) > before })
+		if _, open := h.s.Sim.Open(id); open {
+			t.Error("incident still open after the retried resolve")
+		}
+		rec.mu.Lock()
+		if rec.failed != 2 {
+			t.Errorf("%d calls failed, want 2", rec.failed)
+		}
+		rec.mu.Unlock()
+		if !strings.Contains(h.logs.String(), "SQIBS delivery failed: will retry") {
+			t.Error("no retry logged")
+		}
+	})
+
+	t.Run("2 MiB body is 413", func(t *testing.T) {
+		code, body := h.send(bytes.Repeat([]byte(" "), 2<<20), "build.finished")
+		if code != 413 || body != `{"error":"payload too large"}` {
+			t.Errorf("%d %s", code, body)
+		}
+	})
+
+	// Nothing was left behind or dead-lettered.
+	if q := h.s.Queue; q != nil {
+		if d := q.DeadLetters(); len(d) != 0 {
+			t.Errorf("dead letters: %+v", d)
+		}
+	}
+	for _, s := range []string{"SECRET-", "@example.com", h.token} {
+		if strings.Contains(h.logs.String(), s) {
+			t.Errorf("logs contain %q", s)
+		}
+	}
+}
+
+func TestEndToEndInProcess(t *testing.T) {
+	h := start(t, map[string]string{"BUILDKITE_WEBHOOK_TOKEN": "e2e-token"}, "e2e-token")
+	if !strings.Contains(h.out.String(), "receiver listening on "+h.s.ReceiverURL) {
+		t.Errorf("no ready line: %q", h.out.String())
+	}
+	if strings.Contains(h.out.String(), "e2e-token") {
+		t.Error("a configured token was printed")
+	}
+	scenario(t, h)
+}
+
+func TestDefaultTokensArePrinted(t *testing.T) {
+	h := start(t, nil, DefaultWebhookToken)
+	out := h.out.String()
+	for _, s := range []string{DefaultWebhookToken, DefaultSQIBSToken, "receiver listening on http://127.0.0.1:"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("stdout lacks %q:\n%s", s, out)
+		}
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); !strings.HasPrefix(lines[len(lines)-1], "receiver listening on ") {
+		t.Errorf("the ready line is not last: %q", out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(h.logs.String()), "\n") {
+		if line != "" && !json.Valid([]byte(line)) {
+			t.Errorf("stderr line is not JSON: %q", line)
+		}
+	}
+	h.mustQueue(payload(t, "build_finished_failed.json", 1, "failed", "main"))
+	h.wait("incident open", func(s *sqibssim.Server) bool { _, ok := s.Open("acme/deploy-api/main"); return ok })
+}
+
+// The same scenario through SQS FIFO (with a DLQ) and Secrets Manager on moto.
+func TestEndToEndMoto(t *testing.T) {
+	m := moto.Start(t)
+	cfg := m.AWSConfig(t)
+	ctx := context.Background()
+	q := sqs.NewFromConfig(cfg)
+	dlq, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("e2e-dlq.fifo"), Attributes: map[string]string{"FifoQueue": "true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlqAttrs, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: dlq.QueueUrl, AttributeNames: []types.QueueAttributeName{"QueueArn"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	main, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("e2e.fifo"), Attributes: map[string]string{
+		"FifoQueue": "true", "VisibilityTimeout": "2",
+		"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":"%s","maxReceiveCount":"10"}`, dlqAttrs.Attributes["QueueArn"]),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm := secretsmanager.NewFromConfig(cfg)
+	wh, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("webhook"), SecretString: aws.String("moto-webhook-token\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("sqibs"), SecretString: aws.String("moto-sqibs-token")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, map[string]string{
+		"QUEUE_URL": aws.ToString(main.QueueUrl), "DLQ_URL": aws.ToString(dlq.QueueUrl),
+		"WEBHOOK_TOKEN_SECRET_ARN": aws.ToString(wh.ARN), "SQIBS_TOKEN_SECRET_ARN": aws.ToString(st.ARN),
+		"AWS_REGION": "us-east-1",
+	}, "moto-webhook-token")
+	if h.s.Queue != nil {
+		t.Fatal("QUEUE_URL set but the in-process queue is in use")
+	}
+	if strings.Contains(h.out.String(), "moto-") {
+		t.Error("a configured token was printed")
+	}
+	scenario(t, h)
+
+	// Nothing left on the queue or in the DLQ.
+	for _, u := range []*string{main.QueueUrl, dlq.QueueUrl} {
+		a, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: u, AttributeNames: []types.QueueAttributeName{"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Attributes["ApproximateNumberOfMessages"] != "0" || a.Attributes["ApproximateNumberOfMessagesNotVisible"] != "0" {
+			t.Errorf("%s not empty: %v", aws.ToString(u), a.Attributes)
+		}
+	}
+}

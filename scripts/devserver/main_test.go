@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The real binary, started as `make dev` starts it: it prints the ready
+// line, takes a webhook, and on SIGTERM drains the queue and exits 0.
+func TestDevServerBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the dev server")
+	}
+	bin := filepath.Join(t.TempDir(), "devserver")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "DEV_ADDR=127.0.0.1:0", "SQIBS_SIM_ADDR=127.0.0.1:0",
+		"BUILDKITE_WEBHOOK_TOKEN=", "WEBHOOK_TOKEN_SECRET_ARN=", "SQIBS_API_TOKEN=", "SQIBS_TOKEN_SECRET_ARN=",
+		"QUEUE_URL=", "SQIBS_URL=")
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	var receiverURL, simURL string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "SQIBS simulator on ") {
+			simURL = strings.Fields(line)[3]
+		}
+		if strings.HasPrefix(line, "receiver listening on ") {
+			receiverURL = strings.TrimPrefix(line, "receiver listening on ")
+			break
+		}
+	}
+	if receiverURL == "" || simURL == "" {
+		t.Fatalf("no ready line; stderr:\n%s", stderr.String())
+	}
+	go io.Copy(io.Discard, stdout)
+
+	body, err := os.ReadFile(filepath.Join("..", "..", "internal", "buildkite", "testdata", "build_finished_failed.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	mac := hmac.New(sha256.New, []byte("local-webhook-token"))
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	req, _ := http.NewRequest("POST", receiverURL, bytes.NewReader(body))
+	req.Header.Set("X-Buildkite-Signature", "timestamp="+ts+",signature="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("webhook: %d", resp.StatusCode)
+	}
+
+	// Stop at once: the queued event must still be delivered before exit.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev server did not stop within 30s of SIGTERM")
+	}
+	delivered := false
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("stderr line is not JSON: %q", line)
+			continue
+		}
+		if m["msg"] == "delivered to SQIBS" {
+			delivered = true
+		}
+	}
+	if !delivered {
+		t.Errorf("the queued webhook was not delivered before exit:\n%s", stderr.String())
+	}
+}
