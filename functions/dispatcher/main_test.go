@@ -1,0 +1,25 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+)
+
+func TestBadConfigStopsWithOneLine(t *testing.T) {
+	bin := testutil.BuildMain(t, ".")
+	ok := []string{"SQIBS_URL=https://sqibs.example/v1/process", "SQIBS_API_TOKEN=t", "AWS_REGION=us-east-1"}
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"SQIBS_API_TOKEN=t"}, "SQIBS_URL is required"},
+		{[]string{"SQIBS_URL=https://sqibs.example/v1/process", "AWS_REGION=us-east-1"}, "SQIBS_TOKEN_SECRET_ARN or SQIBS_API_TOKEN is required"},
+		{append(ok, "SQIBS_AUTH=basic"), "SQIBS_AUTH"},
+		{append(ok, "SQIBS_TIMEOUT=fast"), "SQIBS_TIMEOUT"},
+		{append(ok, "JOB_INCIDENTS=2"), "JOB_INCIDENTS"},
+		{[]string{"SQIBS_URL=not a url", "SQIBS_API_TOKEN=t", "AWS_REGION=us-east-1"}, "SQIBS_URL"},
+	} {
+		t.Run(tc.want, func(t *testing.T) { testutil.ExpectConfigExit(t, bin, tc.env, tc.want) })
+	}
+}
