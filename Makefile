@@ -42,7 +42,7 @@ lint: ## gofmt, go vet, cfn-lint template.yaml (when installed)
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@if command -v cfn-lint >/dev/null; then \
-	  if [ -f template.yaml ]; then echo "cfn-lint template.yaml"; cfn-lint template.yaml; fi; \
+	  if [ -f template.yaml ]; then echo "cfn-lint --include-checks I template.yaml"; cfn-lint --include-checks I -- template.yaml; fi; \
 	else echo "cfn-lint not installed: skipping template lint (pip install cfn-lint)"; fi
 
 clean: ## remove build output

@@ -24,16 +24,22 @@ type Dispatcher struct {
 
 // LoadDispatcher reads the dispatcher settings; check r.Err() after.
 func LoadDispatcher(r *config.Reader) Dispatcher {
+	timeout := r.Duration("SQIBS_TIMEOUT", 5*time.Second)
 	return Dispatcher{
 		SQIBS: sqibs.Config{
 			URL:     r.Required("SQIBS_URL"),
 			Auth:    sqibs.Auth(r.OneOf("SQIBS_AUTH", "header", "header", "query")),
 			From:    r.Optional("SQIBS_FROM", "Buildkite"),
-			Timeout: r.Duration("SQIBS_TIMEOUT", 5*time.Second),
+			Timeout: timeout,
 		},
 		SecretTTL: r.Duration("SECRET_TTL", 5*time.Minute),
 		DLQURL:    r.String("DLQ_URL", ""),
-		Handler:   dispatcher.Config{Rules: incident.LoadRules(r)},
+		Handler: dispatcher.Config{
+			Rules: incident.LoadRules(r),
+			// One delivery can take two requests (a refused token is
+			// refetched once): never start one that cannot finish.
+			Reserve: 2*timeout + time.Second,
+		},
 	}
 }
 

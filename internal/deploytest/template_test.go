@@ -1,0 +1,836 @@
+package deploytest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/callgoose/buildkite-sqibs/internal/app"
+)
+
+// templateDir is where template.yaml and the Makefile live, seen from this package.
+var templateDir = filepath.Join("..", "..")
+
+// cfn is template.yaml decoded with CloudFormation short forms (!Ref, !GetAtt,
+// !Sub, ...) turned into their long forms ({"Ref": ...}, {"Fn::GetAtt": [...]}).
+type cfn map[string]any
+
+func loadTemplate(t *testing.T) cfn {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(templateDir, "template.yaml"))
+	if err != nil {
+		t.Fatalf("read template: %v", err)
+	}
+	v, err := parseCFN(b)
+	if err != nil {
+		t.Fatalf("parse template.yaml: %v", err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.Fatalf("template.yaml is a %T, not a mapping", v)
+	}
+	return m
+}
+
+// parseCFN decodes YAML into maps, slices and scalars, expanding
+// CloudFormation's short-form tags, which a plain Unmarshal would reject.
+func parseCFN(b []byte) (any, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, err
+	}
+	return cfnFromNode(&doc)
+}
+
+func cfnFromNode(n *yaml.Node) (any, error) {
+	if tag := n.Tag; strings.HasPrefix(tag, "!") && !strings.HasPrefix(tag, "!!") {
+		plain := *n
+		plain.Tag = "" // resolve the value as if untagged
+		if plain.Kind == yaml.ScalarNode {
+			plain.Style &^= yaml.TaggedStyle
+		}
+		v, err := cfnFromNode(&plain)
+		if err != nil {
+			return nil, err
+		}
+		name := tag[1:]
+		switch name {
+		case "Ref", "Condition":
+			return map[string]any{name: v}, nil
+		case "GetAtt":
+			if s, ok := v.(string); ok { // !GetAtt Res.Attr
+				res, attr, found := strings.Cut(s, ".")
+				if !found {
+					return nil, fmt.Errorf("line %d: !GetAtt %q has no attribute", n.Line, s)
+				}
+				v = []any{res, attr}
+			}
+		}
+		return map[string]any{"Fn::" + name: v}, nil
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, errors.New("empty document")
+		}
+		return cfnFromNode(n.Content[0])
+	case yaml.AliasNode:
+		return cfnFromNode(n.Alias)
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := cfnFromNode(c)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	case yaml.MappingNode:
+		out := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			if _, dup := out[k]; dup {
+				return nil, fmt.Errorf("line %d: duplicate key %q", n.Content[i].Line, k)
+			}
+			v, err := cfnFromNode(n.Content[i+1])
+			if err != nil {
+				return nil, err
+			}
+			out[k] = v
+		}
+		return out, nil
+	default:
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n.Line, err)
+		}
+		return v, nil
+	}
+}
+
+// get walks a path of map keys; nil when any step is missing.
+func dig(v any, path ...string) any {
+	for _, k := range path {
+		switch m := v.(type) {
+		case map[string]any:
+			v = m[k]
+		case cfn:
+			v = m[k]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+func (c cfn) resource(t *testing.T, id, typ string) map[string]any {
+	t.Helper()
+	r, ok := dig(c, "Resources", id).(map[string]any)
+	if !ok {
+		t.Fatalf("resource %s missing", id)
+	}
+	if r["Type"] != typ {
+		t.Fatalf("resource %s is %v; want %s", id, r["Type"], typ)
+	}
+	return r
+}
+
+func (c cfn) props(t *testing.T, id, typ string) map[string]any {
+	t.Helper()
+	p, _ := c.resource(t, id, typ)["Properties"].(map[string]any)
+	return p
+}
+
+// target names the logical id a value points at: {"Ref": X} or
+// {"Fn::GetAtt": [X, attr]} (the attribute returned second); "" otherwise.
+func refTarget(v any) (id, attr string) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 1 {
+		return "", ""
+	}
+	if r, ok := m["Ref"].(string); ok {
+		return r, ""
+	}
+	if ga, ok := m["Fn::GetAtt"].([]any); ok && len(ga) == 2 {
+		id, _ := ga[0].(string)
+		attr, _ := ga[1].(string)
+		return id, attr
+	}
+	return "", ""
+}
+
+func strList(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return []string{v}
+	case []any:
+		var out []string
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			} else {
+				out = append(out, fmt.Sprint(e))
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func intValue(t *testing.T, what string, v any) int {
+	t.Helper()
+	n, ok := v.(int)
+	if !ok {
+		t.Fatalf("%s = %#v; want a literal whole number", what, v)
+	}
+	return n
+}
+
+// functionProp is a function's property with SAM's Globals applied (maps merge
+// key by key, the function's own value wins).
+func (c cfn) functionProp(t *testing.T, fn string, path ...string) any {
+	t.Helper()
+	own := dig(c.props(t, fn, "AWS::Serverless::Function"), path...)
+	global := dig(c, append([]string{"Globals", "Function"}, path...)...)
+	om, ownMap := own.(map[string]any)
+	gm, globalMap := global.(map[string]any)
+	switch {
+	case ownMap && globalMap:
+		merged := maps.Clone(gm)
+		maps.Copy(merged, om)
+		return merged
+	case own != nil:
+		return own
+	default:
+		return global
+	}
+}
+
+func (c cfn) environment(t *testing.T, fn string) map[string]any {
+	t.Helper()
+	env, _ := c.functionProp(t, fn, "Environment", "Variables").(map[string]any)
+	return env
+}
+
+// grants lists, for the execution role of fn, each allowed action with the
+// logical ids of the resources it is allowed on.
+func (c cfn) grants(t *testing.T, fn string) map[string][]string {
+	t.Helper()
+	p := c.props(t, fn, "AWS::Serverless::Function")
+	if p["Policies"] != nil {
+		t.Errorf("%s has SAM Policies: they would only apply to a SAM-generated role", fn)
+	}
+	roleID, attr := refTarget(p["Role"])
+	if roleID == "" || attr != "Arn" {
+		// Without an explicit role SAM generates one carrying managed
+		// policies with Resource "*" (basic execution, SQS poller).
+		t.Fatalf("%s Role = %#v; want !GetAtt <role>.Arn", fn, p["Role"])
+	}
+	role := c.props(t, roleID, "AWS::IAM::Role")
+	if role["ManagedPolicyArns"] != nil || role["PermissionsBoundary"] != nil {
+		t.Errorf("%s has managed policies %v: use inline statements on named resources", roleID, role["ManagedPolicyArns"])
+	}
+	if got := dig(role, "AssumeRolePolicyDocument", "Statement"); !reflect.DeepEqual(got, []any{map[string]any{
+		"Effect": "Allow", "Principal": map[string]any{"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole",
+	}}) {
+		t.Errorf("%s trust policy = %#v; want only lambda.amazonaws.com", roleID, got)
+	}
+	out := map[string][]string{}
+	pols, _ := role["Policies"].([]any)
+	for _, pol := range pols {
+		stmts, _ := dig(pol, "PolicyDocument", "Statement").([]any)
+		for _, s := range stmts {
+			st, _ := s.(map[string]any)
+			if st["Effect"] != "Allow" || st["NotAction"] != nil || st["NotResource"] != nil || st["Condition"] != nil {
+				t.Errorf("%s: statement %v: want plain Allow statements (no Deny/Not*/Condition to reason about)", roleID, st)
+				continue
+			}
+			var ids []string
+			res := st["Resource"]
+			if l, ok := res.([]any); ok {
+				for _, r := range l {
+					ids = append(ids, grantTarget(t, roleID, r))
+				}
+			} else {
+				ids = append(ids, grantTarget(t, roleID, res))
+			}
+			for _, a := range strList(st["Action"]) {
+				out[a] = append(out[a], ids...)
+			}
+		}
+	}
+	for a := range out {
+		slices.Sort(out[a])
+		out[a] = slices.Compact(out[a])
+	}
+	return out
+}
+
+// resourceID accepts only references to resources of this template.
+func grantTarget(t *testing.T, role string, r any) string {
+	t.Helper()
+	id, attr := refTarget(r)
+	switch {
+	case id == "":
+		t.Errorf("%s: Resource %#v is not a reference to a resource of this stack", role, r)
+		return fmt.Sprint(r)
+	case attr != "" && attr != "Arn":
+		t.Errorf("%s: Resource %#v: want !Ref or !GetAtt <id>.Arn", role, r)
+	}
+	return id
+}
+
+func TestParseCFN(t *testing.T) {
+	v, err := parseCFN([]byte(`
+a: !Ref X
+b: !GetAtt Q.Arn
+c: !Sub "${AWS::StackName}-x"
+d: !If [Cond, !Ref A, !Ref "AWS::NoValue"]
+e: !Not [!Equals [!Ref P, ""]]
+f: 30
+g: "30"
+h: true
+i: !GetAtt [Q, QueueUrl]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"a": map[string]any{"Ref": "X"},
+		"b": map[string]any{"Fn::GetAtt": []any{"Q", "Arn"}},
+		"c": map[string]any{"Fn::Sub": "${AWS::StackName}-x"},
+		"d": map[string]any{"Fn::If": []any{"Cond", map[string]any{"Ref": "A"}, map[string]any{"Ref": "AWS::NoValue"}}},
+		"e": map[string]any{"Fn::Not": []any{map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "P"}, ""}}}},
+		"f": 30,
+		"g": "30",
+		"h": true,
+		"i": map[string]any{"Fn::GetAtt": []any{"Q", "QueueUrl"}},
+	}
+	if !reflect.DeepEqual(v, want) {
+		t.Fatalf("parseCFN =\n%#v\nwant\n%#v", v, want)
+	}
+	for _, bad := range []string{"a: !GetAtt NoDot", "a: 1\na: 2"} {
+		if _, err := parseCFN([]byte(bad)); err == nil {
+			t.Errorf("parseCFN(%q): no error", bad)
+		}
+	}
+}
+
+func TestReceiverPermissions(t *testing.T) {
+	got := loadTemplate(t).grants(t, "ReceiverFunction")
+	want := map[string][]string{
+		"logs:CreateLogStream":          {"ReceiverLogGroup"},
+		"logs:PutLogEvents":             {"ReceiverLogGroup"},
+		"sqs:SendMessage":               {"EventQueue"},
+		"secretsmanager:GetSecretValue": {"WebhookTokenSecret"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("receiver may do\n%v\nwant exactly\n%v", got, want)
+	}
+}
+
+func TestDispatcherPermissions(t *testing.T) {
+	got := loadTemplate(t).grants(t, "DispatcherFunction")
+	want := map[string][]string{
+		"logs:CreateLogStream": {"DispatcherLogGroup"},
+		"logs:PutLogEvents":    {"DispatcherLogGroup"},
+		// The event source mapping polls with the function's role.
+		"sqs:ReceiveMessage":     {"EventQueue"},
+		"sqs:DeleteMessage":      {"EventQueue"},
+		"sqs:GetQueueAttributes": {"EventQueue"},
+		// Backoff of failed messages.
+		"sqs:ChangeMessageVisibility": {"EventQueue"},
+		// Permanent failures, at once.
+		"sqs:SendMessage":               {"DeadLetterQueue"},
+		"secretsmanager:GetSecretValue": {"SqibsTokenSecret"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("dispatcher may do\n%v\nwant exactly\n%v", got, want)
+	}
+}
+
+// wildcards reports every policy statement under v whose Action or Resource
+// holds a "*" (Resource "*", "sqs:*", "arn:...:*" spelled out in a !Sub).
+func policyWildcards(v any, path string) []string {
+	var found []string
+	switch v := v.(type) {
+	case map[string]any:
+		if _, isStmt := v["Effect"]; isStmt {
+			for _, k := range []string{"Action", "NotAction", "Resource", "NotResource"} {
+				if containsStar(v[k]) {
+					found = append(found, fmt.Sprintf("%s.%s = %v", path, k, v[k]))
+				}
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			found = append(found, policyWildcards(v[k], path+"."+k)...)
+		}
+	case []any:
+		for i, e := range v {
+			found = append(found, policyWildcards(e, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return found
+}
+
+func containsStar(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.Contains(v, "*")
+	case map[string]any:
+		for _, e := range v {
+			if containsStar(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if containsStar(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func TestNoWildcardPermissions(t *testing.T) {
+	// The detector itself, on statements it must catch and one it must not.
+	for _, tc := range []struct {
+		doc  string
+		want int
+	}{
+		{`{Effect: Allow, Action: "sqs:*", Resource: !GetAtt Q.Arn}`, 1},
+		{`{Effect: Allow, Action: sqs:SendMessage, Resource: "*"}`, 1},
+		{`{Effect: Allow, Action: [logs:PutLogEvents], Resource: [!Sub "arn:aws:logs:${AWS::Region}:*"]}`, 1},
+		{`{Effect: Allow, Action: "*", NotResource: "*"}`, 2},
+		{`{Effect: Allow, Action: sqs:SendMessage, Resource: !GetAtt Q.Arn}`, 0},
+	} {
+		v, err := parseCFN([]byte(tc.doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := policyWildcards(v, "x"); len(got) != tc.want {
+			t.Errorf("wildcards(%s) = %q; want %d findings", tc.doc, got, tc.want)
+		}
+	}
+
+	tpl := loadTemplate(t)
+	for _, f := range policyWildcards(tpl["Resources"], "Resources") {
+		t.Errorf("wildcard in a policy: %s", f)
+	}
+	// Managed policies would bring "*" statements the template cannot show.
+	for id, r := range dig(tpl, "Resources").(map[string]any) {
+		if p := dig(r, "Properties", "ManagedPolicyArns"); p != nil {
+			t.Errorf("%s: ManagedPolicyArns %v", id, p)
+		}
+	}
+}
+
+func TestQueues(t *testing.T) {
+	tpl := loadTemplate(t)
+	q := tpl.props(t, "EventQueue", "AWS::SQS::Queue")
+	dlq := tpl.props(t, "DeadLetterQueue", "AWS::SQS::Queue")
+
+	for name, p := range map[string]map[string]any{"EventQueue": q, "DeadLetterQueue": dlq} {
+		if p["FifoQueue"] != true {
+			t.Errorf("%s FifoQueue = %v; want true", name, p["FifoQueue"])
+		}
+		if p["ContentBasedDeduplication"] != false {
+			t.Errorf("%s ContentBasedDeduplication = %v; want false (the senders set MessageDeduplicationId)", name, p["ContentBasedDeduplication"])
+		}
+		if p["SqsManagedSseEnabled"] != true {
+			t.Errorf("%s SqsManagedSseEnabled = %v; want true", name, p["SqsManagedSseEnabled"])
+		}
+		if qn, _ := dig(p, "QueueName", "Fn::Sub").(string); !strings.HasSuffix(qn, ".fifo") {
+			t.Errorf("%s QueueName = %#v; want a !Sub ending in .fifo", name, p["QueueName"])
+		}
+	}
+	if q["DeduplicationScope"] != "messageGroup" || q["FifoThroughputLimit"] != "perMessageGroupId" {
+		t.Errorf("EventQueue dedup scope / throughput = %v / %v; want high-throughput FIFO", q["DeduplicationScope"], q["FifoThroughputLimit"])
+	}
+
+	if id, attr := refTarget(dig(q, "RedrivePolicy", "deadLetterTargetArn")); id != "DeadLetterQueue" || attr != "Arn" {
+		t.Errorf("RedrivePolicy.deadLetterTargetArn = %#v; want !GetAtt DeadLetterQueue.Arn", dig(q, "RedrivePolicy", "deadLetterTargetArn"))
+	}
+	if id, _ := refTarget(dig(q, "RedrivePolicy", "maxReceiveCount")); id != "MaxReceiveCount" {
+		t.Errorf("RedrivePolicy.maxReceiveCount = %#v; want !Ref MaxReceiveCount", dig(q, "RedrivePolicy", "maxReceiveCount"))
+	}
+	if got := intValue(t, "DeadLetterQueue MessageRetentionPeriod", dlq["MessageRetentionPeriod"]); got != 1209600 {
+		t.Errorf("DeadLetterQueue MessageRetentionPeriod = %d; want 1209600 (14 days)", got)
+	}
+
+	// Only the event queue may use the DLQ; its ARN is spelled out (a
+	// !GetAtt would be a cycle), so it must name the event queue exactly.
+	allow, _ := dlq["RedriveAllowPolicy"].(map[string]any)
+	if allow["redrivePermission"] != "byQueue" {
+		t.Errorf("RedriveAllowPolicy.redrivePermission = %v; want byQueue", allow["redrivePermission"])
+	}
+	src, _ := allow["sourceQueueArns"].([]any)
+	qName, _ := dig(q, "QueueName", "Fn::Sub").(string)
+	wantARN := "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + qName
+	if len(src) != 1 || dig(src[0], "Fn::Sub") != wantARN {
+		t.Errorf("RedriveAllowPolicy.sourceQueueArns = %#v; want [!Sub %s]", src, wantARN)
+	}
+}
+
+// dispatcherRetrySpan is how long a message keeps being retried before SQS
+// dead-letters it: the dispatcher waits min(2^n, 900) s after the n-th
+// failed delivery (DESIGN §5), +20% jitter at worst.
+func dispatcherRetrySpan(maxReceives int) int {
+	total := 0
+	for n := 1; n <= maxReceives; n++ {
+		total += min(1<<min(n, 30), 900)
+	}
+	return total * 12 / 10
+}
+
+func TestTimeouts(t *testing.T) {
+	tpl := loadTemplate(t)
+	dispatcher := intValue(t, "dispatcher Timeout", tpl.functionProp(t, "DispatcherFunction", "Timeout"))
+	receiver := intValue(t, "receiver Timeout", tpl.functionProp(t, "ReceiverFunction", "Timeout"))
+	q := tpl.props(t, "EventQueue", "AWS::SQS::Queue")
+
+	// AWS: the source queue's visibility timeout at least six times the
+	// function timeout, so a batch still being worked on is not redelivered.
+	if vis := intValue(t, "EventQueue VisibilityTimeout", q["VisibilityTimeout"]); vis < 6*dispatcher {
+		t.Errorf("EventQueue VisibilityTimeout = %d s; want >= 6 x dispatcher Timeout (%d s) = %d", vis, dispatcher, 6*dispatcher)
+	}
+	// Buildkite waits about 5 s and does not retry.
+	if receiver > 5 {
+		t.Errorf("receiver Timeout = %d s; Buildkite gives up after about 5 s", receiver)
+	}
+	// The dispatcher keeps 6 s back from its deadline and needs room for at
+	// least a token fetch plus one SQIBS request with a retry at 5 s each.
+	if dispatcher < 6+2+2*5 {
+		t.Errorf("dispatcher Timeout = %d s; too short for a retried 5 s SQIBS request", dispatcher)
+	}
+
+	// Retention must outlast the whole retry span, or messages would expire
+	// instead of reaching the dead-letter queue.
+	maxRecv, _ := dig(tpl, "Parameters", "MaxReceiveCount").(map[string]any)
+	retention := intValue(t, "EventQueue MessageRetentionPeriod", q["MessageRetentionPeriod"])
+	for _, k := range []string{"Default", "MaxValue"} {
+		n := intValue(t, "MaxReceiveCount "+k, maxRecv[k])
+		if span := dispatcherRetrySpan(n); span >= retention {
+			t.Errorf("MaxReceiveCount %s %d retries for up to %d s, beyond the queue's retention %d s", k, n, span, retention)
+		}
+	}
+	if got := dispatcherRetrySpan(20); got != 10922*12/10 {
+		t.Errorf("dispatcherRetrySpan(20) = %d; want %d (the figure in template.yaml's comment, +20%%)", got, 10922*12/10)
+	}
+}
+
+func TestFunctionURL(t *testing.T) {
+	p := loadTemplate(t).props(t, "ReceiverFunction", "AWS::Serverless::Function")
+	u, _ := p["FunctionUrlConfig"].(map[string]any)
+	if u["AuthType"] != "NONE" || u["InvokeMode"] != "BUFFERED" {
+		t.Errorf("FunctionUrlConfig = %v; want AuthType NONE, InvokeMode BUFFERED", u)
+	}
+	if u["Cors"] != nil {
+		t.Errorf("FunctionUrlConfig.Cors = %v; Buildkite is not a browser", u["Cors"])
+	}
+}
+
+func TestSQSEvent(t *testing.T) {
+	tpl := loadTemplate(t)
+	events, _ := tpl.props(t, "DispatcherFunction", "AWS::Serverless::Function")["Events"].(map[string]any)
+	if len(events) != 1 {
+		t.Fatalf("dispatcher Events = %v; want the one SQS event", events)
+	}
+	ev, _ := events["Queue"].(map[string]any) // "Queue": outputs use the generated DispatcherFunctionQueue
+	if ev["Type"] != "SQS" {
+		t.Fatalf("dispatcher event Queue = %v; want Type SQS", ev)
+	}
+	p, _ := ev["Properties"].(map[string]any)
+	if id, attr := refTarget(p["Queue"]); id != "EventQueue" || attr != "Arn" {
+		t.Errorf("SQS event Queue = %#v; want !GetAtt EventQueue.Arn", p["Queue"])
+	}
+	if got := strList(p["FunctionResponseTypes"]); !slices.Equal(got, []string{"ReportBatchItemFailures"}) {
+		t.Errorf("FunctionResponseTypes = %v; want [ReportBatchItemFailures]", got)
+	}
+	if w, ok := p["MaximumBatchingWindowInSeconds"]; ok && w != 0 {
+		t.Errorf("MaximumBatchingWindowInSeconds = %v: FIFO queues do not support a batching window", w)
+	}
+	for _, tc := range []struct {
+		path     []string
+		param    string
+		min, max int
+	}{
+		{[]string{"BatchSize"}, "BatchSize", 1, 10},                                            // FIFO maximum
+		{[]string{"ScalingConfig", "MaximumConcurrency"}, "DispatcherMaxConcurrency", 2, 1000}, // Lambda's range
+	} {
+		if id, _ := refTarget(dig(p, tc.path...)); id != tc.param {
+			t.Errorf("%v = %#v; want !Ref %s", tc.path, dig(p, tc.path...), tc.param)
+			continue
+		}
+		param, _ := dig(tpl, "Parameters", tc.param).(map[string]any)
+		lo, hi := intValue(t, tc.param+" MinValue", param["MinValue"]), intValue(t, tc.param+" MaxValue", param["MaxValue"])
+		if lo < tc.min || hi > tc.max || lo > hi {
+			t.Errorf("%s allows %d..%d; Lambda accepts %d..%d", tc.param, lo, hi, tc.min, tc.max)
+		}
+	}
+}
+
+// ruleVars are read by both functions (DESIGN §2, Rules), from one parameter each.
+var ruleVars = map[string]string{
+	"ALERT_BRANCHES":    "AlertBranches",
+	"ALERT_PIPELINES":   "AlertPipelines",
+	"ALERT_ON_FAILING":  "AlertOnFailing",
+	"ALERT_ON_CANCELED": "AlertOnCanceled",
+	"JOB_INCIDENTS":     "JobIncidents",
+	"SEVERITY":          "Severity",
+	"SECRET_TTL":        "SecretTtl",
+}
+
+func TestEnvironment(t *testing.T) {
+	tpl := loadTemplate(t)
+	// Every DESIGN §2 variable that applies in Lambda, with what it must
+	// point at: a template parameter, or a resource (id.attr; attr "" = !Ref).
+	// BUILDKITE_WEBHOOK_TOKEN / SQIBS_API_TOKEN are for local runs only: in
+	// Lambda a token lives in Secrets Manager, never in the environment.
+	want := map[string]map[string]string{
+		"ReceiverFunction": {
+			"QUEUE_URL":                "EventQueue.QueueUrl",
+			"WEBHOOK_TOKEN_SECRET_ARN": "WebhookTokenSecret.",
+			"SIGNATURE_MAX_AGE":        "SignatureMaxAge",
+			"MAX_BODY_BYTES":           "MaxBodyBytes",
+			"ALLOW_TOKEN_HEADER":       "AllowTokenHeader",
+		},
+		"DispatcherFunction": {
+			"SQIBS_URL":              "SqibsUrl",
+			"SQIBS_TOKEN_SECRET_ARN": "SqibsTokenSecret.",
+			"SQIBS_AUTH":             "SqibsAuth",
+			"SQIBS_FROM":             "SqibsFrom",
+			"SQIBS_TIMEOUT":          "SqibsTimeout",
+			"DLQ_URL":                "DeadLetterQueue.QueueUrl",
+		},
+	}
+	for fn, vars := range want {
+		maps.Copy(vars, ruleVars)
+		env := tpl.environment(t, fn)
+		for _, name := range slices.Sorted(maps.Keys(env)) {
+			if _, ok := vars[name]; !ok {
+				t.Errorf("%s: unexpected environment variable %s (belongs to the other function, or to local runs only)", fn, name)
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(vars)) {
+			v, ok := env[name]
+			if !ok {
+				t.Errorf("%s: environment variable %s missing", fn, name)
+				continue
+			}
+			id, attr := refTarget(v)
+			if got := id + "." + attr; !strings.Contains(vars[name], ".") {
+				if attr != "" || id != vars[name] {
+					t.Errorf("%s: %s = %#v; want !Ref %s", fn, name, v, vars[name])
+				}
+			} else if got != vars[name] {
+				t.Errorf("%s: %s = %#v; want a reference to %s", fn, name, v, vars[name])
+			}
+		}
+	}
+}
+
+// TestParameters ties each setting's parameter to DESIGN §2's default, so a
+// deploy that changes nothing behaves like the code's own defaults.
+func TestParameters(t *testing.T) {
+	tpl := loadTemplate(t)
+	params, _ := tpl["Parameters"].(map[string]any)
+	for name, p := range params {
+		if d, _ := dig(p, "Description").(string); strings.TrimSpace(d) == "" {
+			t.Errorf("parameter %s has no Description", name)
+		}
+	}
+	for _, tc := range []struct{ param, def string }{
+		{"SqibsAuth", "header"},
+		{"SqibsFrom", "Buildkite"},
+		{"SqibsTimeout", "5s"},
+		{"SignatureMaxAge", "5m"},
+		{"MaxBodyBytes", "1048576"},
+		{"AllowTokenHeader", "true"},
+		{"SecretTtl", "5m"},
+		{"AlertBranches", "default"},
+		{"AlertPipelines", "*"},
+		{"AlertOnFailing", "true"},
+		{"AlertOnCanceled", "false"},
+		{"JobIncidents", "false"},
+		{"Severity", "high"},
+	} {
+		p, ok := params[tc.param].(map[string]any)
+		if !ok {
+			t.Errorf("parameter %s missing", tc.param)
+			continue
+		}
+		if got := fmt.Sprint(p["Default"]); got != tc.def {
+			t.Errorf("parameter %s Default = %q; DESIGN §2 default is %q", tc.param, got, tc.def)
+		}
+	}
+	url, _ := params["SqibsUrl"].(map[string]any)
+	if _, hasDefault := url["Default"]; hasDefault || url["AllowedPattern"] != "^https://.+" {
+		t.Errorf("SqibsUrl = %v; want required (no Default) and https only", url)
+	}
+	if got := strList(dig(params, "Severity", "AllowedValues")); !slices.Equal(got, []string{"critical", "high", "medium", "low", "info"}) {
+		t.Errorf("Severity AllowedValues = %v", got)
+	}
+	if got := strList(dig(params, "SqibsAuth", "AllowedValues")); !slices.Equal(got, []string{"header", "query"}) {
+		t.Errorf("SqibsAuth AllowedValues = %v", got)
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	tpl := loadTemplate(t)
+	webhook := tpl.props(t, "WebhookTokenSecret", "AWS::SecretsManager::Secret")
+	gen, _ := webhook["GenerateSecretString"].(map[string]any)
+	if gen == nil || webhook["SecretString"] != nil {
+		t.Fatalf("WebhookTokenSecret = %v; want a generated value", webhook)
+	}
+	// Without a template and key the generated value is the plain token the
+	// receiver reads as SecretString.
+	if gen["SecretStringTemplate"] != nil || gen["GenerateStringKey"] != nil {
+		t.Errorf("GenerateSecretString = %v; want a plain string, not JSON", gen)
+	}
+	if gen["ExcludePunctuation"] != true || intValue(t, "PasswordLength", gen["PasswordLength"]) < 32 {
+		t.Errorf("GenerateSecretString = %v; want >= 32 characters without punctuation", gen)
+	}
+
+	// The dispatcher refuses exactly this value as "not set yet".
+	sqibs := tpl.props(t, "SqibsTokenSecret", "AWS::SecretsManager::Secret")
+	if sqibs["SecretString"] != app.PlaceholderToken {
+		t.Errorf("SqibsTokenSecret SecretString = %v; want the placeholder app.PlaceholderToken %q", sqibs["SecretString"], app.PlaceholderToken)
+	}
+	if d, _ := sqibs["Description"].(string); !strings.Contains(d, "put-secret-value") || !strings.Contains(d, "scripts/put-sqibs-token") {
+		t.Errorf("SqibsTokenSecret Description does not say how to set the token: %q", d)
+	}
+}
+
+func TestLogGroups(t *testing.T) {
+	tpl := loadTemplate(t)
+	for _, fn := range []string{"ReceiverFunction", "DispatcherFunction"} {
+		p := tpl.props(t, fn, "AWS::Serverless::Function")
+		name, _ := dig(p, "FunctionName", "Fn::Sub").(string)
+		id, attr := refTarget(tpl.functionProp(t, fn, "LoggingConfig", "LogGroup"))
+		if id == "" || attr != "" {
+			t.Errorf("%s LoggingConfig.LogGroup = %#v; want !Ref of the stack's log group", fn, dig(p, "LoggingConfig"))
+			continue
+		}
+		lg := tpl.props(t, id, "AWS::Logs::LogGroup")
+		if got := dig(lg, "LogGroupName", "Fn::Sub"); name == "" || got != "/aws/lambda/"+name {
+			t.Errorf("%s LogGroupName = %#v; want /aws/lambda/<FunctionName %q>", id, lg["LogGroupName"], name)
+		}
+		if rid, _ := refTarget(lg["RetentionInDays"]); rid != "LogRetentionDays" {
+			t.Errorf("%s RetentionInDays = %#v; want !Ref LogRetentionDays", id, lg["RetentionInDays"])
+		}
+		if got := tpl.functionProp(t, fn, "LoggingConfig", "LogFormat"); got != "JSON" {
+			t.Errorf("%s LogFormat = %v; want JSON (the functions log slog JSON)", fn, got)
+		}
+		if id, _ := refTarget(tpl.functionProp(t, fn, "LoggingConfig", "ApplicationLogLevel")); id != "LogLevel" {
+			t.Errorf("%s ApplicationLogLevel = %#v; want !Ref LogLevel", fn, tpl.functionProp(t, fn, "LoggingConfig", "ApplicationLogLevel"))
+		}
+	}
+	// Lambda drops JSON lines below the application level, and counts a line
+	// without "level" (every EMF metric record) as INFO: above INFO the
+	// metrics would vanish.
+	for _, lvl := range strList(dig(tpl, "Parameters", "LogLevel", "AllowedValues")) {
+		if lvl != "DEBUG" && lvl != "INFO" {
+			t.Errorf("LogLevel allows %s: Lambda would drop the EMF metric lines", lvl)
+		}
+	}
+}
+
+func TestAlarms(t *testing.T) {
+	tpl := loadTemplate(t)
+	type alarmMetric struct{ namespace, name, dimension string }
+	seen := map[alarmMetric]bool{}
+	topic := map[string]any{"Fn::If": []any{"HasAlarmTopic", []any{map[string]any{"Ref": "AlarmTopicArn"}}, map[string]any{"Ref": "AWS::NoValue"}}}
+	for id, r := range dig(tpl, "Resources").(map[string]any) {
+		if dig(r, "Type") != "AWS::CloudWatch::Alarm" {
+			continue
+		}
+		p, _ := dig(r, "Properties").(map[string]any)
+		if p["TreatMissingData"] != "notBreaching" {
+			t.Errorf("%s TreatMissingData = %v; want notBreaching", id, p["TreatMissingData"])
+		}
+		for _, k := range []string{"AlarmActions", "OKActions"} {
+			if !reflect.DeepEqual(p[k], topic) {
+				t.Errorf("%s %s = %#v; want the optional AlarmTopicArn", id, k, p[k])
+			}
+		}
+		dims, _ := p["Dimensions"].([]any)
+		if len(dims) != 1 {
+			t.Errorf("%s Dimensions = %v; want one", id, dims)
+			continue
+		}
+		dim, _ := refTarget(dig(dims[0], "Value"))
+		seen[alarmMetric{fmt.Sprint(p["Namespace"]), fmt.Sprint(p["MetricName"]), dim}] = true
+	}
+	for _, m := range []alarmMetric{
+		{"AWS/SQS", "NumberOfMessagesSent", "DeadLetterQueue"},
+		{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "DeadLetterQueue"},
+		{"AWS/SQS", "ApproximateAgeOfOldestMessage", "EventQueue"},
+		{"AWS/Lambda", "Errors", "DispatcherFunction"},
+		{"AWS/Lambda", "Url5xxCount", "ReceiverFunction"},
+	} {
+		if !seen[m] {
+			t.Errorf("no alarm on %s %s of %s", m.namespace, m.name, m.dimension)
+		}
+	}
+	if c := dig(tpl, "Conditions", "HasAlarmTopic"); !reflect.DeepEqual(c, map[string]any{"Fn::Not": []any{map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "AlarmTopicArn"}, ""}}}}) {
+		t.Errorf("HasAlarmTopic = %#v; want AlarmTopicArn not empty", c)
+	}
+}
+
+// TestBuild checks what `sam build` relies on: the Makefile targets for
+// BuildMethod makefile in the CodeUri directory, and the runtime settings.
+func TestBuild(t *testing.T) {
+	tpl := loadTemplate(t)
+	makefile, err := os.ReadFile(filepath.Join(templateDir, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range []string{"ReceiverFunction", "DispatcherFunction"} {
+		r := tpl.resource(t, fn, "AWS::Serverless::Function")
+		if dig(r, "Metadata", "BuildMethod") != "makefile" {
+			t.Errorf("%s Metadata.BuildMethod = %v; want makefile", fn, dig(r, "Metadata", "BuildMethod"))
+		}
+		if got := tpl.functionProp(t, fn, "CodeUri"); got != "." {
+			t.Errorf("%s CodeUri = %v; want . (the Makefile is at the repository root)", fn, got)
+		}
+		if !bytes.Contains(makefile, []byte("\nbuild-"+fn+":")) {
+			t.Errorf("Makefile has no build-%s target", fn)
+		}
+		for k, want := range map[string]any{"Runtime": "provided.al2023", "Handler": "bootstrap", "Architectures": []any{"arm64"}} {
+			if got := tpl.functionProp(t, fn, k); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s %s = %v; want %v", fn, k, got, want)
+			}
+		}
+	}
+}
+
+// TestCfnLint runs cfn-lint (with informational checks) over the template;
+// any finding fails.
+func TestCfnLint(t *testing.T) {
+	bin, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		if os.Getenv("REQUIRE_CFN_LINT") == "1" {
+			t.Fatal("cfn-lint is not on PATH but REQUIRE_CFN_LINT=1 (pip install cfn-lint)")
+		}
+		t.Skip("cfn-lint is not on PATH: template lint skipped (pip install cfn-lint; REQUIRE_CFN_LINT=1 makes this a failure)")
+	}
+	cmd := exec.CommandContext(t.Context(), bin, "--include-checks", "I", "--", "template.yaml")
+	cmd.Dir = templateDir
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("cfn-lint template.yaml: %v\n%s", err, out)
+	}
+}
