@@ -55,4 +55,10 @@ dev: ## the whole bridge locally: receiver, in-process queue, dispatcher, SQIBS 
 invoke: ## run a function's bootstrap against a local Runtime API: make invoke FN=receiver EVENT=events/receiver-ping.json
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=receiver|dispatcher EVENT=events/<file>.json"; exit 2; }
 	@$(GO) build -o $(BIN)/invoke ./scripts/invoke
-	@$(BIN)/invoke -fn $(FN) -event $(EVENT) -env events/env.json
+	@$(BIN)/invoke -fn $(FN) -event $(EVENT) -env events/env.json -timeout $(if $(filter dispatcher,$(FN)),30s,5s)
+
+.PHONY: deploy
+deploy: ## sam build && sam deploy --guided (needs the SAM CLI and AWS credentials)
+	@command -v sam >/dev/null || { echo "the AWS SAM CLI is not installed: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"; exit 1; }
+	sam build
+	sam deploy --guided

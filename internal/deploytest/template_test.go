@@ -616,9 +616,24 @@ func TestEnvironment(t *testing.T) {
 			"DLQ_URL":                "DeadLetterQueue.QueueUrl",
 		},
 	}
+	// Declared only so `sam local invoke --env-vars` can set them, and empty
+	// (= unset) in the template: no token ever lives in a Lambda environment.
+	localOnly := map[string][]string{
+		"ReceiverFunction":   {"BUILDKITE_WEBHOOK_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"},
+		"DispatcherFunction": {"SQIBS_API_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"},
+	}
 	for fn, vars := range want {
 		maps.Copy(vars, ruleVars)
 		env := tpl.environment(t, fn)
+		for _, name := range localOnly[fn] {
+			v, ok := env[name]
+			if !ok {
+				t.Errorf("%s: %s must be declared (empty) for sam local invoke --env-vars", fn, name)
+			} else if v != "" {
+				t.Errorf("%s: %s = %#v; it must stay empty in the template", fn, name, v)
+			}
+			delete(env, name)
+		}
 		for _, name := range slices.Sorted(maps.Keys(env)) {
 			if _, ok := vars[name]; !ok {
 				t.Errorf("%s: unexpected environment variable %s (belongs to the other function, or to local runs only)", fn, name)
