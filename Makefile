@@ -50,7 +50,7 @@ clean: ## remove build output
 
 .PHONY: dev invoke
 dev: ## the whole bridge locally: receiver, in-process queue, dispatcher, SQIBS simulator
-	$(GO) run ./scripts/devserver
+	@$(GO) run ./scripts/devserver
 
 invoke: ## run a function's bootstrap against a local Runtime API: make invoke FN=receiver EVENT=events/receiver-ping.json
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=receiver|dispatcher EVENT=events/<file>.json"; exit 2; }
@@ -62,3 +62,7 @@ deploy: ## sam build && sam deploy --guided (needs the SAM CLI and AWS credentia
 	@command -v sam >/dev/null || { echo "the AWS SAM CLI is not installed: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"; exit 1; }
 	sam build
 	sam deploy --guided
+
+.PHONY: soak
+soak: ## the fault-injection end-to-end run at a larger size (SOAK_WEBHOOKS, default 5000)
+	SOAK_WEBHOOKS=$${SOAK_WEBHOOKS:-5000} $(GO) test -race -count=1 -run TestFaultInjection -timeout 20m -v ./internal/devstack
