@@ -66,3 +66,9 @@ deploy: ## sam build && sam deploy --guided (needs the SAM CLI and AWS credentia
 .PHONY: soak
 soak: ## the fault-injection end-to-end run at a larger size (SOAK_WEBHOOKS, default 5000)
 	SOAK_WEBHOOKS=$${SOAK_WEBHOOKS:-5000} $(GO) test -race -count=1 -run TestFaultInjection -timeout 20m -v ./internal/devstack
+
+.PHONY: bench
+bench: ## benchmarks and the figures of DESIGN §8 (last lines: bench: <name>=<number>)
+	@mkdir -p $(BIN)
+	$(GO) test -run '^$$' -bench 'BenchmarkReceiver|BenchmarkMap' -benchmem -count 5 ./internal/receiver ./internal/incident | tee $(BIN)/bench-go.txt
+	$(GO) run ./scripts/bench -gobench $(BIN)/bench-go.txt

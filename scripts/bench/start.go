@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/runtimeapi"
+)
+
+// unreachable is an address nothing listens on: configuration that must be
+// valid but is never called at start.
+const unreachable = "http://127.0.0.1:1"
+
+// awsEnv is the environment every bootstrap runs with here: region and
+// static credentials from the environment, no shared config files, IMDS off.
+// With a region set, the SDK's LoadDefaultConfig makes no network call
+// (it asks IMDS for a region only when none is set and it is told to, and
+// for AWS_DEFAULTS_MODE=auto); credentials are resolved at the first request,
+// where static ones need nothing. So start-up is offline and deterministic.
+func awsEnv() []string {
+	return []string{
+		"AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=bench",
+		"AWS_SECRET_ACCESS_KEY=bench",
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=" + os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
+		"AWS_ENDPOINT_URL_SQS=" + unreachable,
+		"AWS_ENDPOINT_URL_SECRETS_MANAGER=" + unreachable,
+		"ALERT_BRANCHES=*",
+	}
+}
+
+func receiverStartEnv() []string {
+	return append(awsEnv(), "AWS_LAMBDA_FUNCTION_NAME=receiver",
+		"QUEUE_URL="+unreachable+"/000000000000/bench.fifo", "BUILDKITE_WEBHOOK_TOKEN=x")
+}
+
+func dispatcherStartEnv() []string {
+	return append(awsEnv(), "AWS_LAMBDA_FUNCTION_NAME=dispatcher",
+		"SQIBS_URL="+unreachable+"/v1/process", "SQIBS_API_TOKEN=x")
+}
+
+// initTimeout is Lambda's bound on a runtime's init phase.
+const initTimeout = 10 * time.Second
+
+// startOnce runs bin against a fresh Runtime API and returns the time from
+// exec to its first /next request, then stops it.
+func startOnce(ctx context.Context, bin string, env []string) (time.Duration, error) {
+	srv, err := runtimeapi.Start()
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Close()
+	first, initErr := srv.FirstNext(), srv.InitError()
+	logs := &tailBuffer{}
+	p, err := runtimeapi.Exec(ctx, bin, env, srv, nil, logs)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Stop()
+	return waitReady(ctx, p, first, initErr, logs)
+}
+
+// waitReady waits for a started bootstrap's first /next request and returns
+// its init time.
+func waitReady(ctx context.Context, p *runtimeapi.Process, first <-chan time.Time, initErr <-chan []byte, logs *tailBuffer) (time.Duration, error) {
+	timer := time.NewTimer(initTimeout)
+	defer timer.Stop()
+	select {
+	case t, ok := <-first:
+		if !ok {
+			return 0, errors.New("runtime API closed during init")
+		}
+		return t.Sub(p.Started()), nil
+	case body := <-initErr:
+		return 0, fmt.Errorf("init error: %s", strings.TrimSpace(string(body)))
+	case <-p.Done():
+		return 0, fmt.Errorf("exited during init: %v; stderr: %s", p.Err(), logs.String())
+	case <-timer.C:
+		return 0, fmt.Errorf("no /next request within %s; stderr: %s", initTimeout, logs.String())
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// startRatio times the start of each bootstrap n times, interleaved (the
+// order rotating each round) so all three share the machine's noise, after
+// one unrecorded warm-up round.
+func startRatio(ctx context.Context, bins hostBinaries, n int, res *Results) error {
+	type boot struct {
+		name, bin string
+		env       []string
+		samples   []float64 // ms
+	}
+	boots := []*boot{
+		{name: "receiver", bin: bins.receiver, env: receiverStartEnv()},
+		{name: "dispatcher", bin: bins.dispatcher, env: dispatcherStartEnv()},
+		{name: "hello", bin: bins.hello, env: awsEnv()},
+	}
+	for round := -1; round < n; round++ {
+		for k := range boots {
+			b := boots[(max(round, 0)+k)%len(boots)]
+			d, err := startOnce(ctx, b.bin, b.env)
+			if err != nil {
+				return fmt.Errorf("start_ratio_vs_hello: %s bootstrap: %w", b.name, err)
+			}
+			if round >= 0 {
+				b.samples = append(b.samples, float64(d)/float64(time.Millisecond))
+			}
+		}
+	}
+	recv, disp, hello := median(boots[0].samples), median(boots[1].samples), median(boots[2].samples)
+	if hello <= 0 {
+		return errors.New("start_ratio_vs_hello: hello bootstrap start measured as 0")
+	}
+	res.set("start_ratio_vs_hello", max(recv, disp)/hello)
+	res.note("start (exec → first /next, median of %d, host %s builds, same flags): receiver %.2f ms, dispatcher %.2f ms, hello %.2f ms",
+		n, hostPlatform(), recv, disp, hello)
+	res.note("AWS SDK config load at start: offline (AWS_REGION and static credentials in the env, AWS_EC2_METADATA_DISABLED=true); it calls IMDS only without a region or with AWS_DEFAULTS_MODE=auto")
+	return nil
+}
+
+// tailBuffer keeps the last few KB written to it, to explain a failure.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailBytes = 4 << 10
+
+func (t *tailBuffer) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, b...)
+	if len(t.buf) > tailBytes {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailBytes:]...)
+	}
+	return len(b), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
+}
