@@ -4,12 +4,9 @@
 package main
 
 import (
-	"context"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
@@ -21,19 +18,14 @@ import (
 
 func main() {
 	log := app.NewLogger(os.Stderr)
-	ctx := context.Background()
 
 	env := config.NewReader(os.LookupEnv)
-	cfg := app.LoadDispatcher(env)
+	cfg := dispatcher.LoadSettings(env)
 	if err := env.Err(); err != nil {
 		app.Exit(log, err)
 	}
 
-	awsCfg, err := app.AWSConfig(ctx)
-	if err != nil {
-		app.Exit(log, err)
-	}
-	tokens, err := app.SQIBSToken(env, cfg.SecretTTL, func() (aws.Config, error) { return awsCfg, nil })
+	tokens, err := app.SQIBSToken(env, cfg.SecretTTL, app.LambdaAWSConfig)
 	if err != nil {
 		app.Exit(log, err)
 	}
@@ -41,8 +33,12 @@ func main() {
 	if err != nil {
 		app.Exit(log, err)
 	}
+	awsCfg, err := app.LambdaAWSConfig()
+	if err != nil {
+		app.Exit(log, err)
+	}
 
-	sqsClient := sqs.NewFromConfig(awsCfg)
+	sqsClient := app.SQSClient(awsCfg)
 	var dlq dispatcher.DeadLetters
 	if cfg.DLQURL != "" {
 		dlq = &queue.SQSDeadLetter{API: sqsClient, URL: cfg.DLQURL}

@@ -4,13 +4,11 @@
 package main
 
 import (
-	"context"
 	"os"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
@@ -21,7 +19,6 @@ import (
 
 func main() {
 	log := app.NewLogger(os.Stderr)
-	ctx := context.Background()
 
 	env := config.NewReader(os.LookupEnv)
 	cfg := receiver.LoadConfig(env)
@@ -31,7 +28,7 @@ func main() {
 		app.Exit(log, err)
 	}
 
-	awsCfg, err := app.AWSConfig(ctx)
+	awsCfg, err := app.LambdaAWSConfig()
 	if err != nil {
 		app.Exit(log, err)
 	}
@@ -45,7 +42,7 @@ func main() {
 		ts = tokens
 	}
 
-	pub := queue.NewSQSPublisher(sqs.NewFromConfig(awsCfg, queue.SQSOptions), queueURL)
+	pub := queue.NewSQSPublisher(app.SQSClient(awsCfg, queue.SQSOptions), queueURL)
 	h := receiver.New(cfg, ts, pub, log, metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME")))
 	lambda.Start(h.Handle)
 }

@@ -4,8 +4,6 @@
 package app
 
 import (
-	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -13,9 +11,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/callgoose/buildkite-sqibs/internal/awsenv"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 )
@@ -40,15 +39,28 @@ func Exit(log *slog.Logger, err error) {
 	os.Exit(1)
 }
 
-// AWSConfig loads the SDK configuration from the environment, so
-// AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL_SECRETS_MANAGER reach moto or
-// LocalStack with no code change.
-func AWSConfig(ctx context.Context) (aws.Config, error) {
-	cfg, err := awsconfig.LoadDefaultConfig(ctx)
-	if err != nil {
-		return aws.Config{}, fmt.Errorf("load AWS config: %w", err)
+// LambdaAWSConfig is the SDK configuration of a function, from the
+// environment Lambda provides (see internal/awsenv for why not
+// config.LoadDefaultConfig).
+func LambdaAWSConfig() (aws.Config, error) { return awsenv.Load(os.LookupEnv) }
+
+// SQSClient is an SQS client honouring AWS_ENDPOINT_URL_SQS (moto,
+// LocalStack) whichever loader built cfg.
+func SQSClient(cfg aws.Config, opts ...func(*sqs.Options)) *sqs.Client {
+	if ep := awsenv.Endpoint(os.LookupEnv, "SQS"); ep != nil {
+		opts = append(opts, func(o *sqs.Options) { o.BaseEndpoint = ep })
 	}
-	return cfg, nil
+	return sqs.NewFromConfig(cfg, opts...)
+}
+
+// SecretsClient is a Secrets Manager client honouring
+// AWS_ENDPOINT_URL_SECRETS_MANAGER.
+func SecretsClient(cfg aws.Config) *secretsmanager.Client {
+	return secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) {
+		if ep := awsenv.Endpoint(os.LookupEnv, "Secrets Manager"); ep != nil {
+			o.BaseEndpoint = ep
+		}
+	})
 }
 
 // TokenSpec names the two ways a token can be configured.
@@ -72,5 +84,5 @@ func Token(r *config.Reader, spec TokenSpec, ttl time.Duration, aws func() (aws.
 	if err != nil {
 		return nil, err
 	}
-	return secret.FromSecretsManager(secretsmanager.NewFromConfig(cfg), arn, ttl), nil
+	return secret.FromSecretsManager(SecretsClient(cfg), arn, ttl), nil
 }

@@ -641,7 +641,7 @@ func newDispatcher(t *testing.T, env map[string]string, sqibsURL string, hc *htt
 	env = maps.Clone(env)
 	env["SQIBS_URL"] = sqibsURL
 	r := config.NewReader(config.Map(env))
-	cfg := app.LoadDispatcher(r)
+	cfg := dispatcher.LoadSettings(r)
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}

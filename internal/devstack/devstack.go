@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -50,6 +51,7 @@ type Options struct {
 
 	Queue       memqueue.Options // the in-process queue
 	BackoffBase time.Duration    // dispatcher retry backoff unit; tests shorten it
+	MaxBackoff  time.Duration    // cap of that backoff (default 900 s); tests shorten it too
 	DrainWait   time.Duration    // bound on draining at shutdown; default 10s
 	Poller      poller.Options   // batch size, concurrency, waits
 }
@@ -64,10 +66,17 @@ type Stack struct {
 	Log         *slog.Logger
 
 	recvSrv, simSrv *http.Server
-	stopPoll        context.CancelFunc
-	pollDone        chan error
 	drainWait       time.Duration
 	closeOnce       sync.Once
+
+	// The dispatcher's poller, kept so it can be stopped and restarted
+	// (control.go).
+	pollMu   sync.Mutex
+	poll     *pollRun // nil when stopped
+	pollBase context.Context
+	pollSrc  poller.Source
+	pollOpts poller.Options
+	closed   bool // Shutdown began: no restart
 }
 
 // Start brings the stack up and returns once the receiver is listening.
@@ -104,7 +113,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	var awsCfg aws.Config
 	var awsErr error
 	awsConfig := func() (aws.Config, error) {
-		awsOnce.Do(func() { awsCfg, awsErr = app.AWSConfig(ctx) })
+		// The full loader here: on a laptop, profiles and SSO matter.
+		awsOnce.Do(func() { awsCfg, awsErr = awsconfig.LoadDefaultConfig(ctx) })
 		return awsCfg, awsErr
 	}
 
@@ -144,13 +154,16 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents)\n", s.SimURL, s.SimURL, s.SimURL)
 	}
 	denv := config.NewReader(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}))
-	dcfg := app.LoadDispatcher(denv)
+	dcfg := dispatcher.LoadSettings(denv)
 	if err := denv.Err(); err != nil {
 		s.closeServers()
 		return nil, err
 	}
 	if o.BackoffBase > 0 {
 		dcfg.Handler.BackoffBase = o.BackoffBase
+	}
+	if o.MaxBackoff > 0 {
+		dcfg.Handler.MaxBackoff = o.MaxBackoff
 	}
 	client, err := sqibs.New(dcfg.SQIBS, sqibsTokens, nil)
 	if err != nil {
@@ -172,7 +185,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			s.closeServers()
 			return nil, err
 		}
-		c := sqs.NewFromConfig(cfg, queue.SQSOptions)
+		c := app.SQSClient(cfg, queue.SQSOptions)
 		attrs, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 			QueueUrl: aws.String(queueURL), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
 		})
@@ -182,10 +195,11 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		}
 		arn := attrs.Attributes[string(types.QueueAttributeNameQueueArn)]
 		pub = queue.NewSQSPublisher(c, queueURL)
-		src = poller.NewSQSSource(sqs.NewFromConfig(cfg), queueURL, arn)
-		vis = &queue.SQSVisibility{API: sqs.NewFromConfig(cfg)}
+		plain := app.SQSClient(cfg) // the SDK's own retries: not on the webhook path
+		src = poller.NewSQSSource(plain, queueURL, arn)
+		vis = &queue.SQSVisibility{API: plain}
 		if dlqURL != "" {
-			dlq = &queue.SQSDeadLetter{API: sqs.NewFromConfig(cfg), URL: dlqURL}
+			dlq = &queue.SQSDeadLetter{API: plain, URL: dlqURL}
 		}
 	}
 
@@ -197,15 +211,16 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if po.FunctionName == "" {
 		po.FunctionName = "dispatcher"
 	}
-	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.stopPoll = cancel
-	s.pollDone = make(chan error, 1)
-	go func() { s.pollDone <- poller.Run(pctx, src, s.Dispatcher.Handle, po) }()
+	s.pollBase, s.pollSrc, s.pollOpts = context.WithoutCancel(ctx), src, po
+	if err := s.StartDispatcher(); err != nil {
+		s.closeServers()
+		return nil, err
+	}
 
 	rh := receiver.New(rcfg, webhookTokens, pub, log, m)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		s.stopPoll()
+		_ = s.StopDispatcher(ctx)
 		s.closeServers()
 		return nil, fmt.Errorf("receiver on DEV_ADDR=%s: %w", addr, err)
 	}
@@ -222,10 +237,13 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 func (s *Stack) Shutdown(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.pollMu.Lock()
+		s.closed = true // no StartDispatcher from here on
+		s.pollMu.Unlock()
 		if s.recvSrv != nil {
 			err = s.recvSrv.Shutdown(ctx)
 		}
-		if s.Queue != nil {
+		if s.Queue != nil && s.DispatcherRunning() { // nothing drains a stopped dispatcher
 			dctx, cancel := context.WithTimeout(ctx, s.drainWait)
 			for {
 				st := s.Queue.Stats()
@@ -242,10 +260,8 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 			}
 			cancel()
 		}
-		s.stopPoll()
-		select {
-		case <-s.pollDone:
-		case <-ctx.Done():
+		if perr := s.StopDispatcher(ctx); perr != nil {
+			s.Log.Warn("shutdown: dispatcher still busy", "error", perr.Error())
 		}
 		if s.Queue != nil {
 			s.Queue.Close()

@@ -9,39 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/callgoose/buildkite-sqibs/internal/config"
-	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
-	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
 )
-
-// Dispatcher is the dispatcher's part of DESIGN §2, read once at start.
-type Dispatcher struct {
-	SQIBS     sqibs.Config
-	SecretTTL time.Duration
-	DLQURL    string
-	Handler   dispatcher.Config
-}
-
-// LoadDispatcher reads the dispatcher settings; check r.Err() after.
-func LoadDispatcher(r *config.Reader) Dispatcher {
-	timeout := r.Duration("SQIBS_TIMEOUT", 5*time.Second)
-	return Dispatcher{
-		SQIBS: sqibs.Config{
-			URL:     r.Required("SQIBS_URL"),
-			Auth:    sqibs.Auth(r.OneOf("SQIBS_AUTH", "header", "header", "query")),
-			From:    r.Optional("SQIBS_FROM", "Buildkite"),
-			Timeout: timeout,
-		},
-		SecretTTL: r.Duration("SECRET_TTL", 5*time.Minute),
-		DLQURL:    r.String("DLQ_URL", ""),
-		Handler: dispatcher.Config{
-			Rules: incident.LoadRules(r),
-			// One delivery can take two requests (a refused token is
-			// refetched once): never start one that cannot finish.
-			Reserve: 2*timeout + time.Second,
-		},
-	}
-}
 
 // PlaceholderToken is the value template.yaml seeds the SQIBS secret with
 // until an operator stores the real token.
