@@ -37,6 +37,12 @@ type lambdaRun struct {
 	p       *runtimeapi.Process
 	logs    *tailBuffer
 	timeout time.Duration // the function's timeout
+	ms      []float64     // each invocation's duration as the Runtime API saw it, ms
+}
+
+// durations is the median and p99 invocation duration so far, in ms.
+func (l *lambdaRun) durations() (p50, p99 float64) {
+	return median(l.ms), percentile(l.ms, 99)
 }
 
 // startLambda runs bin and waits until it asks for its first event.
@@ -69,6 +75,7 @@ func (l *lambdaRun) invoke(ctx context.Context, event any, out any) error {
 	if err != nil {
 		return fmt.Errorf("%w; stderr: %s", err, l.logs.String())
 	}
+	l.ms = append(l.ms, float64(r.Duration.Microseconds())/1000)
 	if r.Err != nil {
 		return fmt.Errorf("function error %s: %s", r.Err.Type, r.Err.Message)
 	}
@@ -155,6 +162,8 @@ func receiverRSS(ctx context.Context, root, bin string, moto *motoServer, n int,
 		return fmt.Errorf("receiver: %d messages reached the queue after %d invocations answered 200", queued, n)
 	}
 	res.set("receiver_rss_mb", peak)
+	p50, p99 := l.durations()
+	res.note("receiver invocation duration (Runtime API view, SendMessage to moto included): median %.2f ms, p99 %.2f ms", p50, p99)
 	res.note("receiver RSS: peak (VmHWM) of the %s bootstrap over %d invocations, signed 5 KB webhooks published to SQS FIFO on moto_server (%d messages arrived)",
 		hostPlatform(), n, queued)
 	return nil
@@ -205,6 +214,8 @@ func dispatcherRSS(ctx context.Context, root, bin string, n int, res *Results) e
 		return fmt.Errorf("dispatcher: SQIBS simulator processed %d calls, want %d", got, want)
 	}
 	res.set("dispatcher_rss_mb", peak)
+	p50, p99 := l.durations()
+	res.note("dispatcher invocation duration (%d records, local SQIBS simulator): median %.2f ms, p99 %.2f ms", recordsPerBatch, p50, p99)
 	res.note("dispatcher RSS: peak (VmHWM) of the %s bootstrap over %d invocations of %d SQS records each, every record posted to the SQIBS simulator (%d calls)",
 		hostPlatform(), n, recordsPerBatch, sim.Calls())
 	return nil
