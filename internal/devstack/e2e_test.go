@@ -28,30 +28,18 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
 )
 
 func TestMain(m *testing.M) { os.Exit(moto.Run(m)) }
 
-// syncBuffer collects a stack's output safely across goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type harness struct {
 	t      *testing.T
 	s      *Stack
 	token  string
-	out    *syncBuffer
-	logs   *syncBuffer
+	out    *testutil.Buffer
+	logs   *testutil.Buffer
 	client *http.Client
 }
 
@@ -61,7 +49,7 @@ func start(t *testing.T, env map[string]string, token string) *harness {
 	for k, v := range env {
 		base[k] = v
 	}
-	h := &harness{t: t, token: token, out: &syncBuffer{}, logs: &syncBuffer{}, client: &http.Client{Timeout: 10 * time.Second}}
+	h := &harness{t: t, token: token, out: &testutil.Buffer{}, logs: &testutil.Buffer{}, client: &http.Client{Timeout: 10 * time.Second}}
 	s, err := Start(context.Background(), Options{
 		Env:         config.Map(base),
 		Stdout:      h.out,

@@ -1,7 +1,6 @@
 package dispatcher
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +25,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 const sqibsToken = "sqibs-token-abcdef-123456"
@@ -174,8 +174,8 @@ type rig struct {
 	vis  *fakeVis
 	dlq  *fakeDLQ
 	tok  *tokens
-	logs *bytes.Buffer
-	emf  *bytes.Buffer
+	logs *testutil.Buffer
+	emf  *testutil.Buffer
 }
 
 func newRig(t *testing.T, answer func(int, incident.Event, *http.Request) int, timeout time.Duration) *rig {
@@ -189,22 +189,11 @@ func newRig(t *testing.T, answer func(int, incident.Event, *http.Request) int, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{srv: srv, vis: &fakeVis{}, dlq: &fakeDLQ{}, tok: tok, logs: &bytes.Buffer{}, emf: &bytes.Buffer{}}
-	log := slog.New(slog.NewJSONHandler(&lockedWriter{w: r.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r.h = New(Config{Rules: incident.DefaultRules()}, c, r.vis, r.dlq, log, metrics.New(&lockedWriter{w: r.emf}, "dispatcher-test"))
+	r := &rig{srv: srv, vis: &fakeVis{}, dlq: &fakeDLQ{}, tok: tok, logs: &testutil.Buffer{}, emf: &testutil.Buffer{}}
+	log := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r.h = New(Config{Rules: incident.DefaultRules()}, c, r.vis, r.dlq, log, metrics.New(r.emf, "dispatcher-test"))
 	r.h.jitter = func() float64 { return 0.5 } // no jitter: exact backoff
 	return r
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func failedIDs(resp events.SQSEventResponse) []string {

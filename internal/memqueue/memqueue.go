@@ -35,6 +35,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/uuid"
 )
 
 // Defaults, matching the SQS queue the template creates and SQS FIFO itself.
@@ -203,7 +204,7 @@ func (q *Queue) Publish(ctx context.Context, m queue.Message) (string, error) {
 		return id, nil
 	}
 	q.seq++
-	msg := &message{id: newUUID(), body: string(m.Body), group: grp, dedup: dedup, seq: q.seq, sent: now}
+	msg := &message{id: uuid.New(), body: string(m.Body), group: grp, dedup: dedup, seq: q.seq, sent: now}
 	g := q.groups[grp]
 	if g == nil {
 		g = &group{}
@@ -502,14 +503,4 @@ func (q *Queue) Done() <-chan struct{} { return q.done }
 func (q *Queue) broadcastLocked() {
 	close(q.changed)
 	q.changed = make(chan struct{})
-}
-
-// newUUID is a random (version 4) UUID, the form of SQS message ids.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

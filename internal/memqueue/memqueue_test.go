@@ -20,6 +20,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 // The queue stands in for SQS on both sides of the dispatcher.
@@ -31,35 +32,18 @@ var (
 
 var t0 = time.Date(2024, 8, 5, 12, 0, 0, 0, time.UTC)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // harness drives a queue on a fake clock; messages are named by body.
 type harness struct {
 	t   *testing.T
 	q   *Queue
-	clk *clock
+	clk *testutil.Clock
 	ctx context.Context
 	got map[string]events.SQSMessage // body → last delivery
 }
 
 func newHarness(t *testing.T, o Options) *harness {
 	t.Helper()
-	clk := &clock{t: t0}
+	clk := testutil.NewClock(t0)
 	o.Now = clk.Now
 	return &harness{t: t, q: New(o), clk: clk, ctx: context.Background(), got: map[string]events.SQSMessage{}}
 }

@@ -7,8 +7,6 @@ package poller
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/callgoose/buildkite-sqibs/internal/uuid"
 )
 
 // Source is a queue to poll. *memqueue.Queue and *SQSSource satisfy it.
@@ -159,7 +159,7 @@ func (p *poller) loop(ctx context.Context, worker int) {
 
 // invoke runs one batch to the end, whatever happens to ctx meanwhile.
 func (p *poller) invoke(ctx context.Context, msgs []events.SQSMessage, log *slog.Logger) {
-	requestID := newRequestID()
+	requestID := uuid.New()
 	log = log.With("lambda_request_id", requestID, "records", len(msgs))
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.InvokeTimeout)
 	ictx = lambdacontext.NewContext(ictx, &lambdacontext.LambdaContext{
@@ -222,14 +222,4 @@ func failedSet(msgs []events.SQSMessage, resp events.SQSEventResponse) (map[stri
 		keep[f.ItemIdentifier] = struct{}{}
 	}
 	return keep, nil
-}
-
-// newRequestID is a random UUID, the form of Lambda request ids.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
 )
 
@@ -33,26 +34,9 @@ func TestMain(m *testing.M) { os.Exit(moto.Run(m)) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newQueue(t *testing.T) (*memqueue.Queue, *clock) {
+func newQueue(t *testing.T) (*memqueue.Queue, *testutil.Clock) {
 	t.Helper()
-	clk := &clock{t: time.Date(2024, 8, 5, 12, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2024, 8, 5, 12, 0, 0, 0, time.UTC))
 	return memqueue.New(memqueue.Options{Now: clk.Now}), clk
 }
 

@@ -1,8 +1,6 @@
 package receiver
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +8,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/callgoose/buildkite-sqibs/internal/uuid"
 )
 
 // HTTPHandler serves the receiver over plain HTTP (make dev, tests) by
@@ -50,17 +50,11 @@ func FunctionURLRequest(r *http.Request, body []byte) events.LambdaFunctionURLRe
 		Headers:        headers,
 		Body:           string(body),
 	}
-	ev.RequestContext.RequestID = newRequestID()
+	ev.RequestContext.RequestID = uuid.New()
 	ev.RequestContext.DomainName = r.Host
 	ev.RequestContext.TimeEpoch = now.UnixMilli()
 	ev.RequestContext.HTTP = events.LambdaFunctionURLRequestContextHTTPDescription{
 		Method: r.Method, Path: r.URL.Path, Protocol: r.Proto, SourceIP: ip, UserAgent: r.UserAgent(),
 	}
 	return ev
-}
-
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

@@ -1,7 +1,6 @@
 package runtimeapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 // These tests run a real aws-lambda-go bootstrap (testdata/hello) against
@@ -53,29 +54,11 @@ func helloBinary(t *testing.T) string {
 	return hello.path
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's copier goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func runHello(t *testing.T, env ...string) (*Server, *Process, *syncBuffer) {
+func runHello(t *testing.T, env ...string) (*Server, *Process, *testutil.Buffer) {
 	t.Helper()
 	bin := helloBinary(t)
 	s := startServer(t)
-	stderr := &syncBuffer{}
+	stderr := &testutil.Buffer{}
 	p, err := Exec(t.Context(), bin, env, s, nil, stderr)
 	if err != nil {
 		t.Fatal(err)

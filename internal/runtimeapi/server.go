@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/uuid"
 )
 
 // Header and path names of the Runtime API (version 2018-06-01).
@@ -255,7 +257,7 @@ func (s *Server) Invoke(ctx context.Context, event []byte, timeout time.Duration
 		timeout = DefaultTimeout
 	}
 	inv := &invocation{
-		id:      newRequestID(),
+		id:      uuid.New(),
 		event:   event,
 		timeout: timeout,
 		trace:   newTraceID(),
@@ -418,7 +420,7 @@ func (s *Server) handleInitError(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleExtensionRegister(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(io.Discard, r.Body)
-	w.Header().Set("Lambda-Extension-Identifier", newRequestID())
+	w.Header().Set("Lambda-Extension-Identifier", uuid.New())
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, `{"functionName":"","functionVersion":"$LATEST","handler":"bootstrap"}`)
 }
@@ -447,16 +449,6 @@ func writeAPIError(w http.ResponseWriter, code int, typ, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, _ = w.Write(b)
-}
-
-// newRequestID is a random UUID v4, the form Lambda request ids take.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 // newTraceID is an unsampled X-Ray trace header.

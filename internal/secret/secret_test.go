@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 const (
@@ -78,28 +80,10 @@ var (
 	errDenied   = &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not allowed"}
 )
 
-// clock is a manual clock shared with the fetch goroutine.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newSource(t *testing.T, ttl time.Duration, steps ...step) (*Source, *fakeSM, *clock) {
+func newSource(t *testing.T, ttl time.Duration, steps ...step) (*Source, *fakeSM, *testutil.Clock) {
 	t.Helper()
 	f := &fakeSM{steps: steps}
-	c := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := testutil.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := FromSecretsManager(f, testID, ttl)
 	s.now = c.Now
 	return s, f, c
@@ -161,12 +145,12 @@ func TestTTLReusesValue(t *testing.T) {
 	for range 3 {
 		mustGet(t, s, "v1")
 	}
-	c.Add(ttl - time.Nanosecond)
+	c.Advance(ttl - time.Nanosecond)
 	mustGet(t, s, "v1")
 	if n := f.calls(); n != 1 {
 		t.Fatalf("fetches within TTL = %d; want 1", n)
 	}
-	c.Add(time.Nanosecond)
+	c.Advance(time.Nanosecond)
 	mustGet(t, s, "v2")
 	mustGet(t, s, "v2")
 	if n := f.calls(); n != 2 {
@@ -180,9 +164,9 @@ func TestTTLReusesValue(t *testing.T) {
 func TestDefaultTTL(t *testing.T) {
 	s, f, c := newSource(t, 0, str("v1"), str("v2"))
 	mustGet(t, s, "v1")
-	c.Add(DefaultTTL - time.Second)
+	c.Advance(DefaultTTL - time.Second)
 	mustGet(t, s, "v1")
-	c.Add(time.Second)
+	c.Advance(time.Second)
 	mustGet(t, s, "v2")
 	if n := f.calls(); n != 2 {
 		t.Fatalf("fetches = %d; want 2", n)
@@ -263,17 +247,17 @@ func TestFailedRefreshKeepsLastGood(t *testing.T) {
 			s, f, c := newSource(t, tc.ttl, str(testValue), fail(errDenied), str("v2"))
 			mustGet(t, s, testValue)
 
-			c.Add(tc.ttl)
+			c.Advance(tc.ttl)
 			mustGet(t, s, testValue) // the refresh fails; last good value served
 			if n := f.calls(); n != 2 {
 				t.Fatalf("fetches = %d; want 2", n)
 			}
-			c.Add(tc.backoff - time.Nanosecond)
+			c.Advance(tc.backoff - time.Nanosecond)
 			mustGet(t, s, testValue) // backing off: no new attempt
 			if n := f.calls(); n != 2 {
 				t.Fatalf("fetches during back-off = %d; want 2", n)
 			}
-			c.Add(time.Nanosecond)
+			c.Advance(time.Nanosecond)
 			mustGet(t, s, "v2")
 			if n := f.calls(); n != 3 {
 				t.Fatalf("fetches after back-off = %d; want 3", n)
@@ -375,7 +359,7 @@ func TestConcurrentGetFetchesOnce(t *testing.T) {
 			s, f, c := newSource(t, time.Minute, steps...)
 			if stale {
 				mustGet(t, s, "v1")
-				c.Add(time.Minute)
+				c.Advance(time.Minute)
 			}
 			before := f.calls()
 
@@ -456,7 +440,7 @@ func TestContextCancellation(t *testing.T) {
 		entered := make(chan struct{}, 1)
 		s, _, c := newSource(t, time.Minute, str("v1"), hang(release, entered, "v2"))
 		mustGet(t, s, "v1")
-		c.Add(time.Minute)
+		c.Advance(time.Minute)
 
 		ctx, cancel := context.WithCancel(context.Background())
 		type res struct {
@@ -499,7 +483,7 @@ func TestValueNeverLeaks(t *testing.T) {
 	logs := captureLog(t)
 	s, _, c := newSource(t, time.Minute, str(testValue+"\n"), fail(errDenied), fail(errNotFound))
 	mustGet(t, s, testValue)
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	mustGet(t, s, testValue)
 	_, refreshErr := s.Refresh(context.Background())
 	if refreshErr == nil {
