@@ -171,6 +171,12 @@ func scenario(t *testing.T, h *harness) {
 	const id = "acme/deploy-api/main"
 	rec := &recorder{}
 	h.s.Sim.SetFault(rec.hook())
+	// processed is true once at least n calls were recorded and the
+	// simulator has finished processing every recorded one (the hook runs
+	// before processing).
+	processed := func(n int) func(*sqibssim.Server) bool {
+		return func(s *sqibssim.Server) bool { l := len(rec.list()); return l >= n && s.Calls() >= l }
+	}
 
 	t.Run("failed opens, passed resolves", func(t *testing.T) {
 		h.mustQueue(payload(t, "build_finished_failed.json", 10, "failed", "main"))
@@ -199,7 +205,7 @@ func scenario(t *testing.T, h *harness) {
 		// only thing SQIBS sees.
 		seen := len(rec.list())
 		h.mustQueue(payload(t, "build_finished_failed.json", 20, "failed", "main"))
-		h.wait("build 20", func(*sqibssim.Server) bool { return len(rec.list()) > seen })
+		h.wait("build 20", processed(seen+1))
 		if got := rec.list()[seen:]; !slices.Equal(got, []string{id + " FAILED #20"}) {
 			t.Errorf("SQIBS saw %v", got)
 		}
@@ -236,7 +242,7 @@ func scenario(t *testing.T, h *harness) {
 			h.mustQueue(payload(t, file, n, state, "main"))
 			want = append(want, fmt.Sprintf("%s %s #%d", id, status, n))
 		}
-		h.wait("five deliveries", func(*sqibssim.Server) bool { return len(rec.list()) >= before+5 })
+		h.wait("five deliveries", processed(before+5))
 		if got := rec.list()[before:]; !slices.Equal(got, want) {
 			t.Errorf("order:\n got %v\nwant %v", got, want)
 		}
@@ -251,7 +257,7 @@ func scenario(t *testing.T, h *harness) {
 		rec.mu.Unlock()
 		before := len(rec.list())
 		h.mustQueue(payload(t, "build_finished_passed.json", 50, "passed", "main"))
-		h.wait("resolve after two 500s", func(*sqibssim.Server) bool { return len(rec.list()) > before })
+		h.wait("resolve after two 500s", processed(before+1))
 		if _, open := h.s.Sim.Open(id); open {
 			t.Error("incident still open after the retried resolve")
 		}
