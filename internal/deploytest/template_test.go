@@ -349,8 +349,9 @@ func TestDispatcherPermissions(t *testing.T) {
 		"sqs:ReceiveMessage":     {"EventQueue"},
 		"sqs:DeleteMessage":      {"EventQueue"},
 		"sqs:GetQueueAttributes": {"EventQueue"},
-		// Backoff of failed messages.
+		// Backoff of failed messages (the URL is looked up from the event's ARN).
 		"sqs:ChangeMessageVisibility": {"EventQueue"},
+		"sqs:GetQueueUrl":             {"EventQueue"},
 		// Permanent failures, at once.
 		"sqs:SendMessage":               {"DeadLetterQueue"},
 		"secretsmanager:GetSecretValue": {"SqibsTokenSecret"},
