@@ -289,3 +289,17 @@ func newSimServer(t *testing.T, sim *sqibssim.Server) string {
 	t.Cleanup(func() { sim.Close(); hs.Close() })
 	return hs.URL
 }
+
+// As a new user runs it: `make invoke` with no AWS credentials in the
+// shell still starts the function (Lambda always provides credentials, so
+// the runner provides placeholders), and events that need no AWS call work.
+func TestInvokeWithoutAWSCredentials(t *testing.T) {
+	invokeBin, receiverBin, _ := binaries(t)
+	for _, name := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"} {
+		t.Setenv(name, "")
+	}
+	code, out := invoke(t, invokeBin, receiverBin, "receiver", "receiver-ping.json", filepath.Join(eventsDir, "env.json"))
+	if code != 0 || !strings.Contains(string(out), `pong`) {
+		t.Errorf("exit %d, response %s", code, out)
+	}
+}

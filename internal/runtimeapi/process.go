@@ -35,7 +35,11 @@ type Process struct {
 // AWS_LAMBDA_FUNCTION_NAME=local, AWS_LAMBDA_FUNCTION_VERSION=$LATEST,
 // AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128, AWS_REGION=us-east-1,
 // AWS_DEFAULT_REGION=$AWS_REGION, _HANDLER=bootstrap and LAMBDA_TASK_ROOT
-// (the binary's directory). AWS_LAMBDA_RUNTIME_API always points at s.
+// (the binary's directory). Lambda always gives a function its role's
+// credentials; when env has none, AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY are set to "local-emulator" placeholders, which
+// moto and LocalStack accept (pass real ones to reach AWS).
+// AWS_LAMBDA_RUNTIME_API always points at s.
 // The process's stdout and stderr are copied to the given writers (nil
 // discards) from two goroutines: writers shared with other code must be
 // safe for concurrent use (os.Stderr is). Cancelling ctx kills the process.
@@ -61,6 +65,9 @@ func Exec(ctx context.Context, binary string, env []string, s *Server, stdout, s
 	// An empty name or region in env counts as unset; the runtime API
 	// address is never the caller's.
 	full = append(full, "AWS_LAMBDA_FUNCTION_NAME="+name, "AWS_REGION="+region, "AWS_LAMBDA_RUNTIME_API="+s.Addr())
+	if lookup(env, "AWS_ACCESS_KEY_ID", "") == "" || lookup(env, "AWS_SECRET_ACCESS_KEY", "") == "" {
+		full = append(full, "AWS_ACCESS_KEY_ID=local-emulator", "AWS_SECRET_ACCESS_KEY=local-emulator")
+	}
 	s.SetFunctionARN(FunctionARN(region, name))
 
 	if stdout == nil {

@@ -185,6 +185,16 @@ func TestTimeout(t *testing.T) {
 	}
 }
 
+func TestCallerCredentialsWin(t *testing.T) {
+	_, p, _ := runHello(t, "AWS_ACCESS_KEY_ID=AKIDREAL", "AWS_SECRET_ACCESS_KEY=real-secret")
+	for name, want := range map[string]string{"AWS_ACCESS_KEY_ID": "AKIDREAL", "AWS_SECRET_ACCESS_KEY": "real-secret"} {
+		res := invokeOK(t, p, `{"env":"`+name+`"}`)
+		if !strings.Contains(string(res.Payload), `"`+want+`"`) {
+			t.Errorf("%s: %s, want %q", name, res.Payload, want)
+		}
+	}
+}
+
 func TestEnvironmentAndContext(t *testing.T) {
 	_, p, _ := runHello(t,
 		"AWS_LAMBDA_FUNCTION_NAME=hello",
@@ -202,6 +212,9 @@ func TestEnvironmentAndContext(t *testing.T) {
 		{"_HANDLER", "bootstrap"},
 		{"LAMBDA_TASK_ROOT", filepath.Dir(helloBinary(t))},
 		{"MY_SETTING", "two"},
+		// Lambda always provides credentials: placeholders when the caller has none.
+		{"AWS_ACCESS_KEY_ID", "local-emulator"},
+		{"AWS_SECRET_ACCESS_KEY", "local-emulator"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
