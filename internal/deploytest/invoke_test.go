@@ -140,53 +140,13 @@ func invoke(t *testing.T, invokeBin, bin, fn, name, env string) (int, []byte) {
 	return code, stdout.Bytes()
 }
 
-func createFIFO(t *testing.T, client *sqs.Client, name string) string {
-	t.Helper()
-	out, err := client.CreateQueue(t.Context(), &sqs.CreateQueueInput{
-		QueueName: aws.String(name),
-		Attributes: map[string]string{
-			string(types.QueueAttributeNameFifoQueue):                 "true",
-			string(types.QueueAttributeNameContentBasedDeduplication): "false",
-		},
-	})
-	if err != nil {
-		t.Fatalf("create queue %s: %v", name, err)
-	}
-	return aws.ToString(out.QueueUrl)
-}
-
-// drain receives every message on a queue (deleting them), in order.
-func drain(t *testing.T, client *sqs.Client, url string) []types.Message {
-	t.Helper()
-	var all []types.Message
-	for {
-		out, err := client.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{
-			QueueUrl: aws.String(url), MaxNumberOfMessages: 10, VisibilityTimeout: 30,
-			MessageAttributeNames:       []string{"All"},
-			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
-		})
-		if err != nil {
-			t.Fatalf("receive from %s: %v", url, err)
-		}
-		if len(out.Messages) == 0 {
-			return all
-		}
-		for _, m := range out.Messages {
-			all = append(all, m)
-			if _, err := client.DeleteMessage(t.Context(), &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: m.ReceiptHandle}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
 func TestInvokeReceiverEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds both functions: skipped with -short")
 	}
 	srv := moto.Start(t)
 	client := sqs.NewFromConfig(srv.AWSConfig(t))
-	queueURL := createFIFO(t, client, "buildkite-sqibs-events.fifo")
+	queueURL := moto.CreateFIFO(t, client, "buildkite-sqibs-events.fifo")
 	invokeBin, receiverBin, _ := binaries(t)
 	env := envFileWith(t, map[string]map[string]string{
 		"ReceiverFunction": {"QUEUE_URL": queueURL, "AWS_ENDPOINT_URL_SQS": srv.URL},
@@ -213,7 +173,7 @@ func TestInvokeReceiverEvents(t *testing.T) {
 
 	// The queue holds exactly what the receiver said it queued, in order,
 	// in the incident's group, as v1 envelopes.
-	msgs := drain(t, client, queueURL)
+	msgs := moto.Drain(t, client, queueURL)
 	var got []string
 	for _, m := range msgs {
 		got = append(got, aws.ToString(m.MessageId))
@@ -235,7 +195,7 @@ func TestInvokeDispatcherEvents(t *testing.T) {
 	}
 	srv := moto.Start(t)
 	client := sqs.NewFromConfig(srv.AWSConfig(t))
-	dlqURL := createFIFO(t, client, "buildkite-sqibs-dead-letter.fifo")
+	dlqURL := moto.CreateFIFO(t, client, "buildkite-sqibs-dead-letter.fifo")
 	invokeBin, _, dispatcherBin := binaries(t)
 
 	sec, err := envSection("DispatcherFunction")
@@ -265,7 +225,7 @@ func TestInvokeDispatcherEvents(t *testing.T) {
 				t.Errorf("batchItemFailures %+v, want none", resp.BatchItemFailures)
 			}
 			var dl []deadLetter
-			for _, m := range drain(t, client, dlqURL) {
+			for _, m := range moto.Drain(t, client, dlqURL) {
 				reason := ""
 				if a, ok := m.MessageAttributes["reason"]; ok {
 					reason = aws.ToString(a.StringValue)

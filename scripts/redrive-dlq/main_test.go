@@ -35,8 +35,8 @@ func setup(t *testing.T) *fixture {
 	f := &fixture{client: client, dlqIDs: map[string]string{},
 		groupOfBody:   map[string]string{"a1": "acme/api/main", "b1": "acme/web/main", "a2": "acme/api/main"},
 		reasonsOfBody: map[string]string{"a1": "sqibs_rejected", "b1": "unknown_envelope_version", "a2": "sqibs_rejected"}}
-	f.mainURL = createFIFO(t, client, "buildkite-sqibs-events.fifo")
-	f.dlq = createFIFO(t, client, "buildkite-sqibs-dead-letter.fifo")
+	f.mainURL = moto.CreateFIFO(t, client, "buildkite-sqibs-events.fifo")
+	f.dlq = moto.CreateFIFO(t, client, "buildkite-sqibs-dead-letter.fifo")
 	for _, body := range []string{"a1", "b1", "a2"} {
 		out, err := client.SendMessage(t.Context(), &sqs.SendMessageInput{
 			QueueUrl: aws.String(f.dlq), MessageBody: aws.String(body),
@@ -52,43 +52,6 @@ func setup(t *testing.T) *fixture {
 		f.dlqIDs[body] = aws.ToString(out.MessageId)
 	}
 	return f
-}
-
-func createFIFO(t *testing.T, client *sqs.Client, name string) string {
-	t.Helper()
-	out, err := client.CreateQueue(t.Context(), &sqs.CreateQueueInput{
-		QueueName:  aws.String(name),
-		Attributes: map[string]string{"FifoQueue": "true", "ContentBasedDeduplication": "false"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return aws.ToString(out.QueueUrl)
-}
-
-// drain receives and deletes everything visible on a queue, in order.
-func drain(t *testing.T, client *sqs.Client, url string) []types.Message {
-	t.Helper()
-	var all []types.Message
-	for {
-		out, err := client.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{
-			QueueUrl: aws.String(url), MaxNumberOfMessages: 10, VisibilityTimeout: 30,
-			MessageAttributeNames:       []string{"All"},
-			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(out.Messages) == 0 {
-			return all
-		}
-		for _, m := range out.Messages {
-			all = append(all, m)
-			if _, err := client.DeleteMessage(t.Context(), &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: m.ReceiptHandle}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 }
 
 func runCmd(t *testing.T, args ...string) (int, string, string) {
@@ -135,10 +98,10 @@ func TestRedrive(t *testing.T) {
 		t.Errorf("redrive output:\n%s", out)
 	}
 
-	if left := drain(t, f.client, f.dlq); len(left) != 0 {
+	if left := moto.Drain(t, f.client, f.dlq); len(left) != 0 {
 		t.Errorf("DLQ still holds %d messages", len(left))
 	}
-	moved := drain(t, f.client, f.mainURL)
+	moved := moto.Drain(t, f.client, f.mainURL)
 	byGroup := map[string][]string{}
 	dedup := regexp.MustCompile(`^(.+):redrive:[0-9a-f]{16}$`)
 	for _, m := range moved {
@@ -176,7 +139,7 @@ func TestRedriveSendFails(t *testing.T) {
 	if !strings.Contains(errOut, "stays in the DLQ") || !strings.Contains(out, "moved 0 message(s) before stopping") {
 		t.Errorf("stdout %q stderr %q", out, errOut)
 	}
-	left := drain(t, f.client, f.dlq)
+	left := moto.Drain(t, f.client, f.dlq)
 	var bodies []string
 	for _, m := range left {
 		bodies = append(bodies, aws.ToString(m.Body))
