@@ -1,7 +1,7 @@
 package deploytest
 
 // Every events/*.json through the REAL bootstraps, the way `make invoke`
-// runs them: the functions built for this machine with -tags lambda.norpc,
+// runs them: the functions built for this machine with the deployed build tags,
 // run by the scripts/invoke binary (-bootstrap) against its local Runtime
 // API. The receiver queues to a FIFO queue on moto; the dispatcher delivers
 // to the SQIBS simulator and dead-letters to a FIFO queue on moto.
@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net/http/httptest"
 	"os"
@@ -27,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildtags"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
@@ -59,8 +61,8 @@ func binaries(t *testing.T) (invoke, receiverBin, dispatcherBin string) {
 		}
 		for _, b := range []struct{ out, pkg, tags string }{
 			{"invoke", "./scripts/invoke", ""},
-			{"receiver/bootstrap", "./functions/receiver", "lambda.norpc"},
-			{"dispatcher/bootstrap", "./functions/dispatcher", "lambda.norpc"},
+			{"receiver/bootstrap", "./functions/receiver", buildtags.Lambda},
+			{"dispatcher/bootstrap", "./functions/dispatcher", buildtags.Lambda},
 		} {
 			args := []string{"build", "-trimpath", "-o", filepath.Join(bins.dir, b.out)}
 			if b.tags != "" {
@@ -242,11 +244,20 @@ func TestInvokeDispatcherEvents(t *testing.T) {
 	}
 }
 
-// newSimServer serves sim on a loopback port for the bootstrap to reach.
+// newSimServer serves sim over HTTPS on a loopback port, as SQIBS is served,
+// and makes the bootstrap trust its certificate (SSL_CERT_FILE, which Go
+// reads on Linux): the deployed build, without net/http's HTTP/2, must
+// speak TLS with HTTP/1.1.
 func newSimServer(t *testing.T, sim *sqibssim.Server) string {
 	t.Helper()
-	hs := httptest.NewServer(sim)
+	hs := httptest.NewTLSServer(sim)
 	t.Cleanup(func() { sim.Close(); hs.Close() })
+	certFile := filepath.Join(t.TempDir(), "sqibs.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw})
+	if err := os.WriteFile(certFile, cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSL_CERT_FILE", certFile)
 	return hs.URL
 }
 

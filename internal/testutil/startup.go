@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildtags"
 )
 
 // BuildMain builds the main package in dir (".": the caller's) for this
@@ -17,7 +19,7 @@ import (
 func BuildMain(t testing.TB, dir string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "bootstrap")
-	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bin, dir)
+	cmd := exec.Command("go", "build", "-tags", buildtags.Lambda, "-o", bin, dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", dir, err, out)
 	}

@@ -9,16 +9,19 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildtags"
 )
 
 // buildFlags are `make build`'s: the deployed bootstrap's flags.
-var buildFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w"}
+var buildFlags = []string{"-tags", buildtags.Lambda, "-trimpath", "-ldflags=-s -w"}
 
 // Packages built, relative to the module root.
 const (
 	pkgReceiver   = "./functions/receiver"
 	pkgDispatcher = "./functions/dispatcher"
 	pkgHello      = "./internal/runtimeapi/testdata/hello"
+	pkgHelloSDK   = "./scripts/bench/testdata/hellosdk"
 )
 
 // moduleRoot is the directory of the main module's go.mod, so the command
@@ -51,16 +54,17 @@ func goBuild(ctx context.Context, root, pkg, goos, goarch, out string) error {
 }
 
 // hostBinaries are the bootstraps built for this machine, to run.
-type hostBinaries struct{ receiver, dispatcher, hello string }
+type hostBinaries struct{ receiver, dispatcher, hello, helloSDK string }
 
-// buildHost builds the three bootstraps for this machine into dir.
+// buildHost builds the four bootstraps for this machine into dir.
 func buildHost(ctx context.Context, root, dir string) (hostBinaries, error) {
 	b := hostBinaries{
 		receiver:   filepath.Join(dir, "host", "receiver", "bootstrap"),
 		dispatcher: filepath.Join(dir, "host", "dispatcher", "bootstrap"),
 		hello:      filepath.Join(dir, "host", "hello", "bootstrap"),
+		helloSDK:   filepath.Join(dir, "host", "hellosdk", "bootstrap"),
 	}
-	for pkg, out := range map[string]string{pkgReceiver: b.receiver, pkgDispatcher: b.dispatcher, pkgHello: b.hello} {
+	for pkg, out := range map[string]string{pkgReceiver: b.receiver, pkgDispatcher: b.dispatcher, pkgHello: b.hello, pkgHelloSDK: b.helloSDK} {
 		if err := goBuild(ctx, root, pkg, runtime.GOOS, runtime.GOARCH, out); err != nil {
 			return b, err
 		}
@@ -85,7 +89,7 @@ func bootstrapSizes(ctx context.Context, root, dir string, res *Results) error {
 		}
 		res.set(fn.figure, float64(st.Size()))
 	}
-	res.note("bootstrap sizes: CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -tags lambda.norpc -trimpath -ldflags='-s -w' (as make build)")
+	res.note("bootstrap sizes: CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -tags %s -trimpath -ldflags='-s -w' (as make build)", buildtags.Lambda)
 	return nil
 }
 

@@ -182,21 +182,25 @@ type spec struct {
 	goal     goal
 }
 
-// MB in the goals is Lambda's "MB" (MiB), as in its Max Memory Used.
-const mib = 1 << 20
+// "MB" in the goals is read the stricter way, 10^6 bytes, so a figure that
+// meets its goal meets it under either reading of MB.
+const (
+	mb  = 1_000_000
+	mib = 1 << 20
+)
 
 var specs = []spec{
 	{"receiver_ns_op", "ns/op", 1, atMost(30_000, "≤ 30 µs")},
 	{"receiver_allocs_op", "allocs/op", 1, atMost(60, "≤ 60")},
 	{"dispatcher_map_ns_op", "ns/op", 1, atMost(10_000, "≤ 10 µs")},
-	{"receiver_bootstrap_bytes", "bytes", 0, atMost(8*mib, "≤ 8 MiB")},
-	{"dispatcher_bootstrap_bytes", "bytes", 0, atMost(8*mib, "≤ 8 MiB")},
+	{"receiver_bootstrap_bytes", "bytes", 0, atMost(8*mb, "≤ 8 MB")},
+	{"dispatcher_bootstrap_bytes", "bytes", 0, atMost(8*mb, "≤ 8 MB")},
 	{"start_ratio_vs_hello", "×", 3, atMost(1.2, "≤ 1.2")},
 	{"e2e_webhooks_per_s", "webhooks/s", 1, atLeast(500, "≥ 500")},
 	{"e2e_p50_ms", "ms", 2, goal{}},
 	{"e2e_p99_ms", "ms", 2, atMost(250, "≤ 250 ms")},
-	{"receiver_rss_mb", "MiB", 1, atMost(30, "≤ 30 MB")},
-	{"dispatcher_rss_mb", "MiB", 1, atMost(30, "≤ 30 MB")},
+	{"receiver_rss_mb", "MiB", 1, atMost(30.0*mb/mib, "≤ 30 MB")},
+	{"dispatcher_rss_mb", "MiB", 1, atMost(30.0*mb/mib, "≤ 30 MB")},
 }
 
 // round keeps d decimals; NaN stays NaN.

@@ -35,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildtags"
 	"github.com/callgoose/buildkite-sqibs/internal/runtimeapi"
 )
 
@@ -225,7 +226,7 @@ func writeLine(w io.Writer, b []byte) {
 // build compiles pkg for this machine the way the deployed bootstrap is
 // built (minus the cross-compilation), so the function runs here natively.
 func build(ctx context.Context, pkg, out string, stderr io.Writer) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", buildtags.Lambda, "-trimpath", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+runtime.GOOS, "GOARCH="+runtime.GOARCH)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Run(); err != nil {

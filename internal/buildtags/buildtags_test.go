@@ -1,0 +1,22 @@
+package buildtags
+
+import (
+	"os"
+	"regexp"
+	"testing"
+)
+
+// The Makefile builds what deploys; everything else must build the same.
+func TestMakefileUsesTheSameTags(t *testing.T) {
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^GOFLAGS_BUILD\s*:=.*-tags\s+(\S+)`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("Makefile: no GOFLAGS_BUILD line with -tags")
+	}
+	if got := string(m[1]); got != Lambda {
+		t.Errorf("Makefile GOFLAGS_BUILD -tags %s, buildtags.Lambda %s", got, Lambda)
+	}
+}
