@@ -266,9 +266,12 @@ var decodeOptions = jsonv2.JoinOptions(
 	jsonv2.MatchCaseInsensitiveNames(false),
 )
 
-// Parse decodes a webhook body. headerEvent (X-Buildkite-Event) wins over the
-// body's "event" key, which payloads before 2016 lack. The body must be a JSON
-// object; unknown keys are ignored.
+// Parse decodes a webhook body. The event name is the body's "event" key;
+// headerEvent (X-Buildkite-Event) is used only when the body has none, as
+// payloads before 2016 do. The body is what the signature covers: a header
+// that could override it would let a replayed webhook be re-labelled (a
+// passed build sent as "build.failing"). The body must be a JSON object;
+// unknown keys are ignored.
 func Parse(body []byte, headerEvent string) (*Payload, error) {
 	// json.Unmarshal accepts null into a struct without error; the body
 	// must be an object.
@@ -282,7 +285,7 @@ func Parse(body []byte, headerEvent string) (*Payload, error) {
 		return nil, fmt.Errorf("parse webhook body: %w", err)
 	}
 	p := &Payload{Event: w.Event, Build: w.Build, Job: w.Job, Pipeline: w.Pipeline}
-	if h := strings.TrimSpace(headerEvent); h != "" {
+	if h := strings.TrimSpace(headerEvent); h != "" && p.Event == "" {
 		// The body's strings are made valid UTF-8 by encoding/json; do the
 		// same for the header so the name survives the queue unchanged.
 		if !utf8.ValidString(h) {

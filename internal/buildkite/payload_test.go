@@ -276,21 +276,14 @@ func TestParseEventHeader(t *testing.T) {
 	for _, name := range fixtureNames(t) {
 		body := readFixture(t, name)
 		t.Run(name, func(t *testing.T) {
-			// The header wins over the body, surrounding space ignored.
-			p, err := Parse(body, "  job.activated \t")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if p.Event != "job.activated" {
-				t.Errorf("with header: Event = %q, want job.activated", p.Event)
-			}
-			// Without a header the body's "event" is used; legacy bodies have none.
-			p, err = Parse(body, "")
+			// Without a header the body's "event" is used; legacy bodies have
+			// none and take the header's, surrounding space ignored.
+			p, err := Parse(body, "")
 			if legacy, ok := legacyFixtures[name]; ok {
 				if !errors.Is(err, ErrNoEvent) {
 					t.Errorf("legacy without header: err = %v, want ErrNoEvent", err)
 				}
-				p, err = Parse(body, legacy)
+				p, err = Parse(body, "  "+legacy+" \t")
 				if err != nil || p.Event != legacy {
 					t.Errorf("legacy with header: %v, %v", p, err)
 				}
@@ -301,6 +294,10 @@ func TestParseEventHeader(t *testing.T) {
 			}
 			if p.Event != fixtureWants[name].event {
 				t.Errorf("without header: Event = %q, want %q", p.Event, fixtureWants[name].event)
+			}
+			// The body's (signed) name wins over a different header.
+			if p2, err := Parse(body, "build.failing"); err != nil || p2.Event != p.Event {
+				t.Errorf("header build.failing: Event = %q (%v), want the body's %q", p2.Event, err, p.Event)
 			}
 			// A blank header is no header.
 			if p2, err := Parse(body, "   "); err != nil || p2.Event != p.Event {

@@ -182,7 +182,8 @@ func (h *Handler) serve(ctx context.Context, req events.LambdaFunctionURLRequest
 		return o
 	}
 
-	p, err := buildkite.Parse(body, header(req.Headers, "x-buildkite-event"))
+	headerEvent := header(req.Headers, "x-buildkite-event")
+	p, err := buildkite.Parse(body, headerEvent)
 	if err != nil {
 		if errors.Is(err, buildkite.ErrNoEvent) {
 			return fail(http.StatusBadRequest, bodyNoEvent, "rejected", "no event name")
@@ -190,6 +191,13 @@ func (h *Handler) serve(ctx context.Context, req events.LambdaFunctionURLRequest
 		return fail(http.StatusBadRequest, bodyBadJSON, "rejected", "body is not a JSON object of the webhook shape")
 	}
 	event := safeWord(p.Event)
+	if hv := strings.TrimSpace(headerEvent); hv != "" && hv != p.Event {
+		// Buildkite sends the same name in both; a difference is a proxy
+		// rewriting headers or a replay being re-labelled. The header's
+		// value is not logged: nothing a caller sends is logged raw.
+		h.log.LogAttrs(ctx, slog.LevelWarn, "X-Buildkite-Event differs from the body's event: using the body's, which the signature covers",
+			slog.String("request_id", rid), slog.String("event", event))
+	}
 	if p.Event == "ping" {
 		return outcome{status: http.StatusOK, body: bodyPong, outcome: "pong", event: event}
 	}

@@ -282,6 +282,43 @@ func TestQueuedMessage(t *testing.T) {
 	}
 }
 
+// The signature covers the body, not X-Buildkite-Event: a signed webhook
+// replayed with another event header keeps the body's meaning, and so its
+// deduplication id, so SQS drops the replay.
+func TestSignedBodyNamesTheEvent(t *testing.T) {
+	body := fixture(t, "build_finished_passed.json")
+	var logs bytes.Buffer
+	pub := &memPublisher{}
+	h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)))
+	for _, hdr := range []string{"build.finished", "build.failing"} {
+		resp, _ := h.Handle(context.Background(), signed(body, hdr).event())
+		if resp.StatusCode != 200 {
+			t.Fatalf("header %s: status %d %s", hdr, resp.StatusCode, resp.Body)
+		}
+	}
+	if len(pub.msgs) != 2 {
+		t.Fatalf("%d messages, want 2", len(pub.msgs))
+	}
+	for i, m := range pub.msgs {
+		env, err := queue.Decode(m.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.Event != "build.finished" {
+			t.Errorf("message %d: event %q, want the body's build.finished", i, env.Event)
+		}
+	}
+	if pub.msgs[0].DedupID != pub.msgs[1].DedupID {
+		t.Errorf("dedup ids differ (%s, %s): the re-labelled replay would be delivered", pub.msgs[0].DedupID, pub.msgs[1].DedupID)
+	}
+	if n := strings.Count(logs.String(), "X-Buildkite-Event differs"); n != 1 {
+		t.Errorf("%d mismatch warnings, want 1:\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "build.failing") {
+		t.Errorf("the caller's header value was logged:\n%s", logs.String())
+	}
+}
+
 // secretMarkers are the sentinels the fixtures put in every secret-bearing
 // field, plus the e-mail addresses.
 var secretMarkers = []string{"SECRET-", "jane@example.com", "@example.com", testToken, rotateToken}
