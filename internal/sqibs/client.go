@@ -129,9 +129,7 @@ func New(cfg Config, tokens TokenSource, hc *http.Client) (*Client, error) {
 	}
 	u.Fragment, u.RawFragment = "", ""
 	if cfg.From != "" {
-		q := u.Query()
-		q.Set("from", cfg.From)
-		u.RawQuery = q.Encode()
+		u.RawQuery = withParam(u.RawQuery, "from", cfg.From)
 	}
 	if hc == nil {
 		hc = defaultHTTPClient()
@@ -198,6 +196,25 @@ func (c *Client) Send(ctx context.Context, body []byte) (Result, error) {
 	return done(out)
 }
 
+// withParam sets one query parameter: it drops the pairs named name and
+// appends name=value, keeping every other pair byte for byte and in order.
+// url.Values would re-encode the whole query (DESIGN §2 keeps SQIBS_URL's
+// verbatim), reorder it and silently drop pairs it cannot parse, such as
+// ones holding ';'.
+func withParam(rawQuery, name, value string) string {
+	var b strings.Builder
+	for pair := range strings.SplitSeq(rawQuery, "&") {
+		key, _, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(key); pair == "" || (err == nil && k == name) {
+			continue
+		}
+		b.WriteString(pair)
+		b.WriteByte('&')
+	}
+	b.WriteString(url.QueryEscape(name) + "=" + url.QueryEscape(value))
+	return b.String()
+}
+
 func refused(status int) bool {
 	return status == http.StatusUnauthorized || status == http.StatusForbidden
 }
@@ -211,9 +228,7 @@ func (c *Client) attempt(ctx context.Context, token string, body []byte, res *Re
 
 	u := *c.base // copy: the token goes on this request only
 	if c.auth == AuthQuery {
-		q := u.Query()
-		q.Set("token", token)
-		u.RawQuery = q.Encode()
+		u.RawQuery = withParam(u.RawQuery, "token", token)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {

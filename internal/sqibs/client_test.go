@@ -69,6 +69,7 @@ func (k *tokens) counts() (gets, refreshes int) {
 type seen struct {
 	Method, Path string
 	Query        url.Values
+	RawQuery     string
 	Auth         string
 	ContentType  string
 	UserAgent    string
@@ -96,7 +97,7 @@ func newServer(t *testing.T, h func(n int, s seen, w http.ResponseWriter, r *htt
 	srv := &server{}
 	srv.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		s := seen{r.Method, r.URL.Path, r.URL.Query(), r.Header.Get("Authorization"),
+		s := seen{r.Method, r.URL.Path, r.URL.Query(), r.URL.RawQuery, r.Header.Get("Authorization"),
 			r.Header.Get("Content-Type"), r.Header.Get("User-Agent"), string(b)}
 		srv.mu.Lock()
 		srv.reqs = append(srv.reqs, s)
@@ -295,6 +296,46 @@ func TestRequestShape(t *testing.T) {
 					}
 				} else if r.Auth != "Bearer "+tokOld || len(tokens) != 0 {
 					t.Errorf("header auth: Authorization %q, token params %q", r.Auth, tokens)
+				}
+			}
+		})
+	}
+}
+
+// SQIBS_URL's query is kept verbatim (DESIGN §2): pairs url.Values would
+// drop (';'), reorder or rewrite (a bare flag) survive; only from (and token
+// in query mode) are set, replacing any the URL had.
+func TestQueryKeptVerbatim(t *testing.T) {
+	tok := "token=" + url.QueryEscape(tokOld)
+	tests := []struct {
+		name    string
+		query   string
+		auth    Auth
+		from    string
+		wantRaw string
+	}{
+		{"semicolon and order", "key=a;b&z=1&a=2", AuthHeader, "Buildkite", "key=a;b&z=1&a=2&from=Buildkite"},
+		{"bare flag", "flag&b=%2F", AuthHeader, "", "flag&b=%2F"},
+		{"from replaced in place of its pairs", "from=old&x=1&from=older", AuthHeader, "Buildkite CI", "x=1&from=Buildkite+CI"},
+		{"escaped from name replaced", "fr%6Fm=old&x=1", AuthHeader, "BK", "x=1&from=BK"},
+		{"query token after from", "x=1;2", AuthQuery, "BK", "x=1;2&from=BK&" + tok},
+		{"query token replaces one in the URL", "token=stale&x=1", AuthQuery, "", "x=1&" + tok},
+		{"header mode leaves token pairs alone", "token=mine", AuthHeader, "", "token=mine"},
+		{"nothing to set: untouched", "&&x=1&", AuthHeader, "", "&&x=1&"},
+		{"empty pairs dropped when from is set", "&&x=1&", AuthHeader, "BK", "x=1&from=BK"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newServer(t, respond(201, `{"id":"x"}`))
+			c := newClient(t, Config{URL: srv.URL + "/v1/process?" + tc.query, Auth: tc.auth, From: tc.from, Timeout: 5 * time.Second}, newTokens())
+			for range 2 {
+				if _, err := c.Send(context.Background(), []byte(payload)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, r := range srv.requests() {
+				if r.RawQuery != tc.wantRaw {
+					t.Errorf("query %q, want %q", r.RawQuery, tc.wantRaw)
 				}
 			}
 		})
