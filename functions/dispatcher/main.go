@@ -25,7 +25,7 @@ func main() {
 		app.Exit(log, err)
 	}
 
-	tokens, err := app.SQIBSToken(env, cfg.SecretTTL, app.LambdaAWSConfig)
+	tokens, err := app.SQIBSToken(env, cfg.SecretTTL, app.LambdaAWSConfig, log)
 	if err != nil {
 		app.Exit(log, err)
 	}

@@ -32,7 +32,7 @@ func main() {
 	if err != nil {
 		app.Exit(log, err)
 	}
-	tokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"},
+	tokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN", Log: log},
 		ttl, func() (aws.Config, error) { return awsCfg, nil })
 	if err != nil {
 		app.Exit(log, err)

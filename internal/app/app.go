@@ -67,6 +67,9 @@ func SecretsClient(cfg aws.Config) *secretsmanager.Client {
 type TokenSpec struct {
 	LiteralVar string // e.g. BUILDKITE_WEBHOOK_TOKEN: wins when set
 	ARNVar     string // e.g. WEBHOOK_TOKEN_SECRET_ARN
+	// Log receives the secret's warnings (a failed refresh); the function's
+	// JSON logger, so nothing goes to slog.Default's plain text.
+	Log *slog.Logger
 }
 
 // Token returns the token source the environment configures, or nil when it
@@ -84,5 +87,5 @@ func Token(r *config.Reader, spec TokenSpec, ttl time.Duration, aws func() (aws.
 	if err != nil {
 		return nil, err
 	}
-	return secret.FromSecretsManager(SecretsClient(cfg), arn, ttl), nil
+	return secret.FromSecretsManager(SecretsClient(cfg), arn, ttl, secret.WithLogger(spec.Log)), nil
 }

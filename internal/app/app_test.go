@@ -29,7 +29,7 @@ func TestSQIBSToken(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			src, err := SQIBSToken(config.NewReader(config.Map(tc.env)), 0, noAWS)
+			src, err := SQIBSToken(config.NewReader(config.Map(tc.env)), 0, noAWS, nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)

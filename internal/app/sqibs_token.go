@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,8 +22,8 @@ var ErrPlaceholder = errors.New("the SQIBS token secret still holds its placehol
 
 // SQIBSToken is the SQIBS API token source: SQIBS_API_TOKEN, else the
 // secret SQIBS_TOKEN_SECRET_ARN. One of them is required.
-func SQIBSToken(r *config.Reader, ttl time.Duration, aws func() (aws.Config, error)) (sqibs.TokenSource, error) {
-	src, err := Token(r, TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}, ttl, aws)
+func SQIBSToken(r *config.Reader, ttl time.Duration, aws func() (aws.Config, error), log *slog.Logger) (sqibs.TokenSource, error) {
+	src, err := Token(r, TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN", Log: log}, ttl, aws)
 	if err != nil {
 		return nil, err
 	}

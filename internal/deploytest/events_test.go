@@ -645,7 +645,7 @@ func newDispatcher(t *testing.T, env map[string]string, sqibsURL string, hc *htt
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := app.SQIBSToken(r, cfg.SecretTTL, noAWS)
+	tokens, err := app.SQIBSToken(r, cfg.SecretTTL, noAWS, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

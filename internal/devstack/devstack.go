@@ -119,7 +119,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 
 	// Tokens: configured (literal or secret), else the printed defaults.
-	webhookTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"}, ttl, awsConfig)
+	webhookTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN", Log: log}, ttl, awsConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		webhookTokens = secret.Literal(DefaultWebhookToken)
 		fmt.Fprintf(o.Stdout, "webhook token: %s (default; set BUILDKITE_WEBHOOK_TOKEN or WEBHOOK_TOKEN_SECRET_ARN to change)\n", DefaultWebhookToken)
 	}
-	sqibsTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}, ttl, awsConfig)
+	sqibsTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN", Log: log}, ttl, awsConfig)
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,7 @@ type Source struct {
 	fresh    time.Time // value is served without fetching until then
 	retryAt  time.Time // after a failed refresh: no new attempt before then
 	inflight *call     // the fetch every concurrent caller waits on
+	log      *slog.Logger
 }
 
 // call is one fetch in progress; done closes when val/err are set.
@@ -82,6 +83,17 @@ func WithFetchTimeout(d time.Duration) Option {
 	return func(s *Source) {
 		if d > 0 {
 			s.timeout = d
+		}
+	}
+}
+
+// WithLogger sends the Source's one log line (a failed refresh served from
+// the last good value) to log instead of slog.Default, which the functions
+// never configure: they log JSON through their own logger.
+func WithLogger(log *slog.Logger) Option {
+	return func(s *Source) {
+		if log != nil {
+			s.log = log
 		}
 	}
 }
@@ -106,6 +118,7 @@ func FromSecretsManager(api API, id string, ttl time.Duration, opts ...Option) *
 		backoff: min(ttl, maxBackoff),
 		timeout: DefaultFetchTimeout,
 		now:     time.Now,
+		log:     slog.Default(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -233,7 +246,7 @@ func (s *Source) finish(c *call, v string, err error) {
 		err = s.unavailable(err)
 		if s.have {
 			s.retryAt = now.Add(s.backoff)
-			slog.Default().Warn("secret refresh failed; serving the last good value",
+			s.log.Warn("secret refresh failed; serving the last good value",
 				"secret", s.id, "error_class", class(err), "error", err.Error(), "retry_in", s.backoff.String())
 		}
 	}

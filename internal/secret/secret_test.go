@@ -89,13 +89,21 @@ func newSource(t *testing.T, ttl time.Duration, steps ...step) (*Source, *fakeSM
 	return s, f, c
 }
 
-// captureLog routes slog.Default to a JSON buffer for the test.
-func captureLog(t *testing.T) *bytes.Buffer {
+// captureLog gives s a JSON logger writing to the returned buffer, as the
+// functions do (WithLogger), and fails the test if anything reaches
+// slog.Default instead: in Lambda that would be a plain-text line.
+func captureLog(t *testing.T, s *Source) *bytes.Buffer {
 	t.Helper()
-	var buf bytes.Buffer
+	var buf, stray bytes.Buffer
+	WithLogger(slog.New(slog.NewJSONHandler(&buf, nil)))(s)
 	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewJSONHandler(&buf, nil)))
-	t.Cleanup(func() { slog.SetDefault(old) })
+	slog.SetDefault(slog.New(slog.NewTextHandler(&stray, nil)))
+	t.Cleanup(func() {
+		slog.SetDefault(old)
+		if stray.Len() > 0 {
+			t.Errorf("logged through slog.Default, not the Source's logger:\n%s", stray.String())
+		}
+	})
 	return &buf
 }
 
@@ -243,8 +251,8 @@ func TestFailedRefreshKeepsLastGood(t *testing.T) {
 		{10 * time.Second, 10 * time.Second}, // never longer than the TTL
 	} {
 		t.Run(tc.ttl.String(), func(t *testing.T) {
-			logs := captureLog(t)
 			s, f, c := newSource(t, tc.ttl, str(testValue), fail(errDenied), str("v2"))
+			logs := captureLog(t, s)
 			mustGet(t, s, testValue)
 
 			c.Advance(tc.ttl)
@@ -280,8 +288,8 @@ func TestFailedRefreshKeepsLastGood(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
-	captureLog(t)
 	s, f, _ := newSource(t, time.Hour, str("v1"), str("v2"), fail(errNotFound))
+	captureLog(t, s)
 	mustGet(t, s, "v1")
 
 	got, err := s.Refresh(context.Background())
@@ -435,10 +443,10 @@ func TestContextCancellation(t *testing.T) {
 	})
 
 	t.Run("cancelled while refreshing a stale value", func(t *testing.T) {
-		captureLog(t)
 		release := make(chan struct{})
 		entered := make(chan struct{}, 1)
 		s, _, c := newSource(t, time.Minute, str("v1"), hang(release, entered, "v2"))
+		captureLog(t, s)
 		mustGet(t, s, "v1")
 		c.Advance(time.Minute)
 
@@ -480,8 +488,8 @@ func TestContextCancellation(t *testing.T) {
 }
 
 func TestValueNeverLeaks(t *testing.T) {
-	logs := captureLog(t)
 	s, _, c := newSource(t, time.Minute, str(testValue+"\n"), fail(errDenied), fail(errNotFound))
+	logs := captureLog(t, s)
 	mustGet(t, s, testValue)
 	c.Advance(time.Minute)
 	mustGet(t, s, testValue)
@@ -489,7 +497,8 @@ func TestValueNeverLeaks(t *testing.T) {
 	if refreshErr == nil {
 		t.Fatal("Refresh succeeded; the script says it fails")
 	}
-	slog.Info("source", "src", s)
+	log := slog.New(slog.NewJSONHandler(logs, nil)) // the caller's logger, printing a Source
+	log.Info("source", "src", s)
 
 	lit := Literal(testValue)
 	seen := []string{
