@@ -115,7 +115,7 @@ func envFileWith(t *testing.T, overrides map[string]map[string]string) string {
 }
 
 // functionTimeout is each function's Timeout in template.yaml: the
-// dispatcher starts no delivery with less than 2 x SQIBS_TIMEOUT + 1 s left,
+// dispatcher starts no delivery with less than its delivery budget left (15 s),
 // so it must run with its deployed timeout to behave as deployed.
 var functionTimeout = map[string]string{"receiver": "5s", "dispatcher": "30s"}
 

@@ -12,10 +12,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
+	dispatcherpkg "github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 )
 
 // templateDir is where template.yaml and the Makefile live, seen from this package.
@@ -511,10 +513,21 @@ func TestTimeouts(t *testing.T) {
 	if receiver > 5 {
 		t.Errorf("receiver Timeout = %d s; Buildkite gives up after about 5 s", receiver)
 	}
-	// The dispatcher keeps 6 s back from its deadline and needs room for at
-	// least a token fetch plus one SQIBS request with a retry at 5 s each.
-	if dispatcher < 6+2+2*5 {
-		t.Errorf("dispatcher Timeout = %d s; too short for a retried 5 s SQIBS request", dispatcher)
+	// The dispatcher starts no delivery with less than its delivery budget
+	// left; at every SQIBS_TIMEOUT the template allows, the function must
+	// leave time beyond it to deliver a batch (5 s at least).
+	allowed := strList(dig(tpl, "Parameters", "SqibsTimeout", "AllowedValues"))
+	if len(allowed) == 0 {
+		t.Fatal("SqibsTimeout has no AllowedValues: any value could leave the dispatcher no time to deliver")
+	}
+	for _, v := range allowed {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SqibsTimeout allows %q: %v", v, err)
+		}
+		if budget := dispatcherpkg.DeliveryBudget(d); time.Duration(dispatcher)*time.Second < budget+5*time.Second {
+			t.Errorf("SqibsTimeout %s: delivery budget %s leaves under 5 s of the dispatcher's %d s Timeout", v, budget, dispatcher)
+		}
 	}
 
 	// Retention must outlast the whole retry span, or messages would expire

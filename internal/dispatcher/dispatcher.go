@@ -56,11 +56,17 @@ type Config struct {
 	Concurrency int           // groups delivered at once; default 8
 	MaxBackoff  time.Duration // cap of the visibility backoff; default 900 s
 	BackoffBase time.Duration // backoff unit (2^receives of it); default 1 s, shorter in tests
-	// Reserve is kept back from the Lambda deadline: a group is not started
+	// Reserve is kept back from the Lambda deadline: no delivery starts
 	// when less remains, so a slow batch ends with its tail reported failed
-	// instead of the whole batch timing out and being redelivered.
+	// instead of the whole batch timing out and being redelivered, already
+	// delivered events included. DeliveryBudget(SQIBS_TIMEOUT) in Lambda.
 	Reserve time.Duration
 }
+
+// FinishTime is kept after the last delivery for reporting: setting retry
+// delays, dead-lettering, answering. Every delivery is also cut off this
+// long before the deadline, so none can run the invocation out of time.
+const FinishTime = time.Second
 
 // Handler handles SQS batches.
 type Handler struct {
@@ -87,7 +93,7 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 		cfg.BackoffBase = time.Second
 	}
 	if cfg.Reserve <= 0 {
-		cfg.Reserve = 6 * time.Second
+		cfg.Reserve = DeliveryBudget(sqibs.DefaultTimeout)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -101,6 +107,14 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	log := h.log
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		log = log.With("lambda_request_id", lc.AwsRequestID)
+	}
+	if dl, ok := ctx.Deadline(); ok && len(ev.Records) > 0 {
+		if left := time.Until(dl); left < h.cfg.Reserve {
+			// Not a slow batch: the function's timeout itself is too short
+			// for one delivery, so nothing will ever be delivered.
+			log.Error("invocation shorter than one delivery may take: nothing can be delivered; lower SQIBS_TIMEOUT or raise the function timeout",
+				"invocation_left", left.Round(time.Millisecond).String(), "delivery_budget", h.cfg.Reserve.String())
+		}
 	}
 	groups := groupRecords(ev.Records)
 	failed := make([][]string, len(groups))
@@ -213,7 +227,13 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		return h.deadLetter(ctx, r, ReasonUnreadable, log), h.backoff(r)
 	}
 
-	res, err := h.send.Send(ctx, body)
+	sendCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithDeadline(ctx, dl.Add(-FinishTime))
+		defer cancel()
+	}
+	res, err := h.send.Send(sendCtx, body)
 	if err == nil {
 		h.metrics.Count(metrics.Delivered)
 		h.metrics.Emit(metrics.SQIBSLatencyMS, metrics.Milliseconds, float64(res.Latency.Microseconds())/1000)

@@ -414,6 +414,73 @@ func TestDeadlineLeavesRestToSQS(t *testing.T) {
 	}
 }
 
+// A function timeout shorter than one delivery's budget can never deliver
+// anything: each invocation says so, loudly, instead of the messages
+// silently cycling to the dead-letter queue.
+func TestInvocationShorterThanBudgetIsAnError(t *testing.T) {
+	r := newRig(t, nil, 0)
+	r.h.cfg.Reserve = 31 * time.Second // SQIBS_TIMEOUT 15s in a 30 s function
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, _ := r.h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{record(t, "m1", "build_finished_failed.json", nil)}})
+	if got := failedIDs(resp); !slices.Equal(got, []string{"m1"}) || len(r.srv.events()) != 0 {
+		t.Errorf("failed %v, calls %d", got, len(r.srv.events()))
+	}
+	logs := r.logs.String()
+	if !strings.Contains(logs, `"level":"ERROR","msg":"invocation shorter than one delivery may take`) ||
+		!strings.Contains(logs, `"delivery_budget":"31s"`) {
+		t.Errorf("no error naming the budget:\n%s", logs)
+	}
+
+	// With time enough, no such line.
+	r2 := newRig(t, nil, 0)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	if resp, _ := r2.h.Handle(ctx2, events.SQSEvent{Records: []events.SQSMessage{record(t, "m1", "build_finished_failed.json", nil)}}); len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("failures %v", resp.BatchItemFailures)
+	}
+	if strings.Contains(r2.logs.String(), "invocation shorter") {
+		t.Errorf("error logged with time to spare:\n%s", r2.logs.String())
+	}
+}
+
+// A delivery started inside the reserve still cannot run the invocation
+// out of time: it is cut FinishTime before the deadline and reported as a
+// transient failure, so the handler answers (and only that message and its
+// group's tail are retried) instead of Lambda timing the batch out.
+func TestDeliveryCutBeforeTheDeadline(t *testing.T) {
+	release := make(chan struct{})
+	r := newRig(t, func(_ int, ev incident.Event, _ *http.Request) int {
+		if ev.Status == "PASSED" {
+			<-release // SQIBS hangs on the resolve
+		}
+		return 201
+	}, time.Minute)
+	t.Cleanup(func() { close(release) }) // runs before the server's Close, which waits for handlers
+	r.h.cfg.Reserve = time.Millisecond   // let the slow delivery start
+	deadline := time.Now().Add(FinishTime + 500*time.Millisecond)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	other := record(t, "x1", "build_finished_failed.json", nil)
+	other.Attributes["MessageGroupId"] = "other-group"
+	resp, _ := r.h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{
+		record(t, "m1", "build_finished_failed.json", nil), record(t, "m2", "build_finished_passed.json", nil),
+		other, record(t, "m3", "build_finished_failed.json", nil),
+	}})
+	if ctx.Err() != nil {
+		t.Fatalf("the handler answered after its deadline")
+	}
+	if got := failedIDs(resp); !slices.Equal(got, []string{"m2", "m3"}) {
+		t.Errorf("failed %v, want the cut delivery and the rest of its group", got)
+	}
+	if n := len(r.srv.events()); n != 3 {
+		t.Errorf("%d SQIBS calls, want 3 (m1, x1 and the cut m2)", n)
+	}
+	if !strings.Contains(r.logs.String(), "SQIBS delivery failed: will retry") {
+		t.Errorf("the cut delivery was not reported as a transient failure:\n%s", r.logs.String())
+	}
+}
+
 // Independent groups are delivered concurrently: two groups each block in
 // SQIBS until both have arrived, which only happens when they run at once.
 func TestGroupsRunConcurrently(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/secret"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
 )
 
@@ -14,6 +15,15 @@ type Settings struct {
 	SecretTTL time.Duration
 	DLQURL    string
 	Handler   Config
+}
+
+// DeliveryBudget is the longest one delivery can take with SQIBS requests
+// bounded by sqibsTimeout, plus the time to report the outcome: a token
+// fetch, a request, a refetch of a refused token and the retried request
+// (secret.DefaultFetchTimeout bounds each fetch), then FinishTime. The
+// handler starts no delivery with less than this left before its deadline.
+func DeliveryBudget(sqibsTimeout time.Duration) time.Duration {
+	return 2*(secret.DefaultFetchTimeout+sqibsTimeout) + FinishTime
 }
 
 // LoadSettings reads the dispatcher settings; check r.Err() after.
@@ -29,10 +39,8 @@ func LoadSettings(r *config.Reader) Settings {
 		SecretTTL: r.Duration("SECRET_TTL", 5*time.Minute),
 		DLQURL:    r.String("DLQ_URL", ""),
 		Handler: Config{
-			Rules: incident.LoadRules(r),
-			// One delivery can take two requests (a refused token is
-			// refetched once): never start one that cannot finish.
-			Reserve: 2*timeout + time.Second,
+			Rules:   incident.LoadRules(r),
+			Reserve: DeliveryBudget(timeout),
 		},
 	}
 }

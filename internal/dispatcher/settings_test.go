@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 )
@@ -27,5 +28,29 @@ func TestLoadSettings(t *testing.T) {
 	}
 	if d := LoadSettings(config.NewReader(config.Map(map[string]string{"SQIBS_URL": "u"}))); d.SQIBS.From != "Buildkite" {
 		t.Errorf("default from = %q", d.SQIBS.From)
+	}
+}
+
+// The reserve covers the worst delivery: token fetch, request, refetch of a
+// refused token, retried request (2 s fetches), then a second to report.
+func TestReserveIsTheDeliveryBudget(t *testing.T) {
+	for _, tc := range []struct {
+		timeout string
+		want    time.Duration
+	}{
+		{"", 15 * time.Second}, // 2 + 5 + 2 + 5 + 1
+		{"1s", 7 * time.Second},
+		{"10s", 25 * time.Second},
+	} {
+		env := map[string]string{"SQIBS_URL": "https://x/v1/process"}
+		if tc.timeout != "" {
+			env["SQIBS_TIMEOUT"] = tc.timeout
+		}
+		if got := LoadSettings(config.NewReader(config.Map(env))).Handler.Reserve; got != tc.want {
+			t.Errorf("SQIBS_TIMEOUT %q: Reserve = %s, want %s", tc.timeout, got, tc.want)
+		}
+	}
+	if got := New(Config{}, nil, nil, nil, nil, nil).cfg.Reserve; got != 15*time.Second {
+		t.Errorf("New's default Reserve = %s, want the budget of the default SQIBS_TIMEOUT, 15s", got)
 	}
 }
