@@ -79,7 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.goBench, "gobench", "", "output of `go test -bench ... -benchmem` to take the Go figures from (required for section go)")
 	fs.StringVar(&only, "only", "", "comma list of sections to measure ("+strings.Join(sections, ",")+"); default all")
-	fs.IntVar(&o.starts, "starts", 30, "start-up samples per bootstrap")
+	fs.IntVar(&o.starts, "starts", 100, "start-up samples per bootstrap")
 	fs.IntVar(&o.webhooks, "webhooks", 5000, "webhooks sent end to end")
 	fs.IntVar(&o.senders, "senders", 16, "concurrent webhook senders (keep-alive connections)")
 	fs.IntVar(&o.pollers, "pollers", 5, "end to end: dispatcher invocations running at once (the template's DispatcherMaxConcurrency default)")

@@ -73,7 +73,7 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 		done()
 	}
 	if o.runs(secStart) && binErr == nil {
-		done := step(fmt.Sprintf("timing bootstrap starts (%d rounds of 3)", o.starts))
+		done := step(fmt.Sprintf("timing bootstrap starts (%d rounds of 4: receiver, dispatcher, hello, hello+SDK)", o.starts))
 		errs = append(errs, startRatio(ctx, bins, o.starts, &res))
 		done()
 	}
