@@ -51,10 +51,13 @@ func start(t *testing.T, env map[string]string, token string) *harness {
 	}
 	h := &harness{t: t, token: token, out: &testutil.Buffer{}, logs: &testutil.Buffer{}, client: &http.Client{Timeout: 10 * time.Second}}
 	s, err := Start(context.Background(), Options{
-		Env:         config.Map(base),
-		Stdout:      h.out,
-		Stderr:      h.logs,
-		Queue:       memqueue.Options{VisibilityTimeout: 2 * time.Second},
+		Env:    config.Map(base),
+		Stdout: h.out,
+		Stderr: h.logs,
+		// Longer than an invocation may run (InvokeTimeout), as AWS requires
+		// of an event source's queue: a shorter one redelivers messages still
+		// being worked on when a loaded machine slows a batch down.
+		Queue:       memqueue.Options{VisibilityTimeout: 30 * time.Second},
 		BackoffBase: 10 * time.Millisecond,
 		DrainWait:   5 * time.Second,
 		Poller:      poller.Options{Wait: 200 * time.Millisecond, InvokeTimeout: 20 * time.Second},
@@ -337,7 +340,7 @@ func TestEndToEndMoto(t *testing.T) {
 		t.Fatal(err)
 	}
 	main, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("e2e.fifo"), Attributes: map[string]string{
-		"FifoQueue": "true", "VisibilityTimeout": "2",
+		"FifoQueue": "true", "VisibilityTimeout": "30", // > InvokeTimeout, see start
 		"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":"%s","maxReceiveCount":"10"}`, dlqAttrs.Attributes["QueueArn"]),
 	}})
 	if err != nil {
