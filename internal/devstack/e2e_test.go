@@ -50,17 +50,26 @@ func start(t *testing.T, env map[string]string, token string) *harness {
 		base[k] = v
 	}
 	h := &harness{t: t, token: token, out: &testutil.Buffer{}, logs: &testutil.Buffer{}, client: &http.Client{Timeout: 10 * time.Second}}
+	po := poller.Options{Wait: 200 * time.Millisecond, InvokeTimeout: 20 * time.Second}
+	if _, real := env["QUEUE_URL"]; real {
+		// One receive at a time on moto: its ReceiveMessage takes no lock,
+		// so two concurrent receives can both get one FIFO message, or two
+		// messages of one group, under load, which SQS never does. (The
+		// in-process queue runs the default concurrency and keeps FIFO.)
+		po.Concurrency = 1
+	}
 	s, err := Start(context.Background(), Options{
 		Env:    config.Map(base),
 		Stdout: h.out,
 		Stderr: h.logs,
-		// Longer than an invocation may run (InvokeTimeout), as AWS requires
-		// of an event source's queue: a shorter one redelivers messages still
-		// being worked on when a loaded machine slows a batch down.
-		Queue:       memqueue.Options{VisibilityTimeout: 30 * time.Second},
+		// Short, so a receive abandoned by StopDispatcher (whose messages
+		// stay invisible) costs the test seconds, not the wait's whole budget;
+		// long enough that a batch slowed by a loaded machine is not
+		// redelivered while still in flight.
+		Queue:       memqueue.Options{VisibilityTimeout: 5 * time.Second},
 		BackoffBase: 10 * time.Millisecond,
 		DrainWait:   5 * time.Second,
-		Poller:      poller.Options{Wait: 200 * time.Millisecond, InvokeTimeout: 20 * time.Second},
+		Poller:      po,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +362,7 @@ func TestEndToEndMoto(t *testing.T) {
 		t.Fatal(err)
 	}
 	main, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("e2e.fifo"), Attributes: map[string]string{
-		"FifoQueue": "true", "VisibilityTimeout": "30", // > InvokeTimeout, see start
+		"FifoQueue": "true", "VisibilityTimeout": "5", // as the in-process queue's, see start
 		"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":"%s","maxReceiveCount":"10"}`, dlqAttrs.Attributes["QueueArn"]),
 	}})
 	if err != nil {
