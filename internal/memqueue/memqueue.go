@@ -289,7 +289,7 @@ func (q *Queue) Receive(ctx context.Context, n int, wait time.Duration) ([]event
 // MaxReceives times to the dead letters) and forgets expired tombstones. It
 // returns the next visibility expiry, zero if nothing is in flight.
 func (q *Queue) sweepLocked(now time.Time) (next time.Time) {
-	expired := false
+	var ended []*message
 	for h, m := range q.inflight {
 		if now.Before(m.visibleAt) {
 			if next.IsZero() || m.visibleAt.Before(next) {
@@ -297,10 +297,16 @@ func (q *Queue) sweepLocked(now time.Time) (next time.Time) {
 			}
 			continue
 		}
-		expired = true
 		delete(q.inflight, h)
 		m.handle = ""
 		q.groups[m.group].inflight--
+		ended = append(ended, m)
+	}
+	expired := len(ended) > 0
+	// Dead letters in send order, as SQS FIFO moves a group's messages: the
+	// map above comes in random order.
+	slices.SortFunc(ended, func(a, b *message) int { return cmp.Compare(a.seq, b.seq) })
+	for _, m := range ended {
 		if m.receives >= q.o.MaxReceives {
 			q.dead = append(q.dead, Dead{Message: q.eventLocked(m, ""), Reason: ReasonMaxReceives, At: now})
 			q.removeLocked(m)

@@ -270,6 +270,24 @@ func TestScenarios(t *testing.T) {
 			}
 			h.recv(10, "a2")
 		}},
+		{"a held-back run expiring together is dead-lettered in send order", Options{MaxReceives: 1}, func(h *harness) {
+			// Map iteration would give a random order; run it often enough
+			// that a wrong one shows (1 in 24 orders is right by chance).
+			bodies := []string{"a1", "a2", "a3", "a4", "a5", "a6"}
+			for _, b := range bodies {
+				h.pub("A", b)
+			}
+			h.recv(10, bodies...)
+			h.clk.Advance(DefaultVisibilityTimeout)
+			h.stats(Stats{Dead: len(bodies)})
+			var got []string
+			for _, d := range h.q.DeadLetters() {
+				got = append(got, d.Message.Body)
+			}
+			if !slices.Equal(got, bodies) {
+				h.t.Fatalf("dead letters in order %v, want %v", got, bodies)
+			}
+		}},
 		{"default max receives is 5", Options{}, func(h *harness) {
 			h.pub("A", "a1")
 			for range DefaultMaxReceives {

@@ -21,6 +21,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
@@ -29,7 +31,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("send-webhook", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", envOr("WEBHOOK_URL", "http://127.0.0.1:8080"), "receiver URL (env WEBHOOK_URL)")
-	token := fs.String("token", envOr("BUILDKITE_WEBHOOK_TOKEN", "local-webhook-token"), "webhook token (env BUILDKITE_WEBHOOK_TOKEN)")
+	token := fs.String("token", envOr("BUILDKITE_WEBHOOK_TOKEN", "local-webhook-token"), "webhook token (env BUILDKITE_WEBHOOK_TOKEN; of two newline-separated tokens, as during rotation, the first)")
 	event := fs.String("event", "", "X-Buildkite-Event (default: the body's \"event\" key)")
 	mode := fs.String("mode", "signature", "signature (HMAC, as recommended) or token (plain X-Buildkite-Token)")
 	timeout := fs.Duration("timeout", 10*time.Second, "request timeout")
@@ -44,6 +46,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	// The receiver accepts a rotation value (old and new token on two
+	// lines); Buildkite holds one token, so sign with one.
+	tokens := buildkite.SplitTokens(*token)
+	if len(tokens) == 0 {
+		fmt.Fprintln(stderr, "send-webhook: the token is empty: pass -token or set BUILDKITE_WEBHOOK_TOKEN")
+		return 2
+	}
+	*token = tokens[0]
 	body, err := readPayload(fs.Arg(0), stdin)
 	if err != nil {
 		fmt.Fprintln(stderr, "send-webhook:", err)

@@ -42,6 +42,10 @@ func TestSendsWhatTheReceiverAccepts(t *testing.T) {
 		{"signature", []string{"-url", srv.URL, "-token", "tok", fixture}, "", 0, `200 {"status":"queued","id":"1"}`, "build.finished"},
 		{"token mode", []string{"-url", srv.URL, "-token", "tok", "-mode", "token", fixture}, "", 0, "200 ", "build.finished"},
 		{"wrong token", []string{"-url", srv.URL, "-token", "bad", fixture}, "", 1, "401 ", "build.finished"},
+		// A rotation value, as BUILDKITE_WEBHOOK_TOKEN may hold: signed with the first.
+		{"rotation value, signature", []string{"-url", srv.URL, "-token", "tok\nnext", fixture}, "", 0, "200 ", "build.finished"},
+		{"rotation value, token mode", []string{"-url", srv.URL, "-token", " tok \r\nnext\n", "-mode", "token", fixture}, "", 0, "200 ", "build.finished"},
+		{"blank token", []string{"-url", srv.URL, "-token", " \n ", fixture}, "", 2, "", ""},
 		{"stdin with -event", []string{"-url", srv.URL, "-token", "tok", "-event", "build.finished", "-"}, `{"build":{}}`, 0, "200 ", "build.finished"},
 		{"legacy needs -event", []string{"-url", srv.URL, "-token", "tok", legacy}, "", 2, "", ""},
 		{"no file", []string{"-url", srv.URL}, "", 2, "", ""},
