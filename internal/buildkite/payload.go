@@ -60,7 +60,7 @@ type Job struct {
 	SignalReason string       `json:"signal_reason,omitempty"`
 	Retried      bool         `json:"retried,omitzero"`
 	RetriesCount int          `json:"retries_count,omitzero"`
-	RetrySource  *RetrySource `json:"retry_source,omitempty"`
+	RetrySource  *RetrySource `json:"retry_source,omitzero"` // omitzero: an empty {} stays non-nil through the queue, as Classify saw it
 	StartedAt    Time         `json:"started_at,omitzero"`
 	FinishedAt   Time         `json:"finished_at,omitzero"`
 }

@@ -257,6 +257,7 @@ func TestGlob(t *testing.T) {
 		{"feature/*", "feature/x/y", true}, {"feature/*", "feat/x", false}, {"v?", "v1", true},
 		{"v?", "v10", false}, {"*-prod", "api-prod", true}, {"*-prod", "api-prod-2", false},
 		{"a*b*c", "aXbYc", true}, {"a*b*c", "aXbY", false}, {"**", "x", true},
+		{"feat-?", "feat-é", true}, {"feat-?", "feat-éé", false}, {"?", "日", true}, {"*é", "café", true},
 	}
 	for _, tc := range tests {
 		if got := Glob(tc.p, tc.s); got != tc.want {

@@ -8,6 +8,7 @@ package incident
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
@@ -81,14 +82,14 @@ func (r Rules) Classify(p *buildkite.Payload) Decision {
 	if pipeline == "" {
 		return ignore("no pipeline slug in payload")
 	}
-	if !anyGlob(r.Pipelines, pipeline, "") {
+	if !anyGlob(r.Pipelines, pipeline) {
 		return ignore("pipeline not in ALERT_PIPELINES")
 	}
 	branch := p.Build.Branch
 	if branch == "" {
 		return ignore("build has no branch")
 	}
-	if !anyGlob(r.Branches, branch, defaultBranch(p)) {
+	if !anyBranch(r.Branches, branch, defaultBranch(p)) {
 		return ignore("branch not in ALERT_BRANCHES")
 	}
 	if p.Event == "job.finished" {
@@ -181,17 +182,28 @@ func defaultBranch(p *buildkite.Payload) string {
 	return ""
 }
 
-// anyGlob reports whether s matches one of the globs. The word "default"
-// matches the default branch, or main/master when the payload has none.
-func anyGlob(globs []string, s, def string) bool {
+// anyGlob reports whether s matches one of the globs (ALERT_PIPELINES).
+func anyGlob(globs []string, s string) bool {
+	for _, g := range globs {
+		if Glob(g, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyBranch is anyGlob for ALERT_BRANCHES, where the word "default" (and
+// only there, DESIGN §2) matches the pipeline's default branch def, or
+// main/master when the payload names none.
+func anyBranch(globs []string, branch, def string) bool {
 	for _, g := range globs {
 		if g == "default" {
-			if def != "" && s == def || def == "" && (s == "main" || s == "master") {
+			if def != "" && branch == def || def == "" && (branch == "main" || branch == "master") {
 				return true
 			}
 			continue
 		}
-		if Glob(g, s) {
+		if Glob(g, branch) {
 			return true
 		}
 	}
@@ -205,6 +217,23 @@ func Glob(pattern, s string) bool {
 	if !strings.ContainsAny(pattern, "*?") {
 		return pattern == s
 	}
+	if !isASCII(pattern) || !isASCII(s) {
+		// ? is one character, not one byte: match runes.
+		return glob([]rune(pattern), []rune(s))
+	}
+	return glob([]byte(pattern), []byte(s))
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+func glob[E byte | rune](pattern, s []E) bool {
 	// Iterative wildcard match with single backtrack point: linear-ish, no recursion.
 	p, i := 0, 0
 	star, mark := -1, 0
