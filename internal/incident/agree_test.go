@@ -30,7 +30,9 @@ func TestClassifyAgreesWithMapAfterTheQueue(t *testing.T) {
 	mutations := map[string]func(string) string{
 		"as is":              func(s string) string { return s },
 		"empty retry_source": func(s string) string { return strings.Replace(s, `"retry_source": null`, `"retry_source": {}`, 1) },
-		"no default_branch":  func(s string) string { return strings.Replace(s, `"default_branch": "main"`, `"default_branch": ""`, 1) },
+		"no default_branch": func(s string) string {
+			return strings.Replace(s, `"default_branch": "main"`, `"default_branch": ""`, 1)
+		},
 	}
 	checked := 0
 	for _, f := range files {
