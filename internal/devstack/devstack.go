@@ -109,14 +109,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, err
 	}
 
-	var awsOnce sync.Once
-	var awsCfg aws.Config
-	var awsErr error
-	awsConfig := func() (aws.Config, error) {
-		// The full loader here: on a laptop, profiles and SSO matter.
-		awsOnce.Do(func() { awsCfg, awsErr = awsconfig.LoadDefaultConfig(ctx) })
-		return awsCfg, awsErr
-	}
+	// The full loader here: on a laptop, profiles and SSO matter. Loaded
+	// once, and only when a secret or queue needs it.
+	awsConfig := sync.OnceValues(func() (aws.Config, error) { return awsconfig.LoadDefaultConfig(ctx) })
 
 	// Tokens: configured (literal or secret), else the printed defaults.
 	webhookTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN", Log: log}, ttl, awsConfig)
