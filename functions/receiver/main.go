@@ -32,8 +32,8 @@ func main() {
 	if err != nil {
 		app.Exit(log, err)
 	}
-	tokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN", Log: log},
-		ttl, func() (aws.Config, error) { return awsCfg, nil })
+	tokens, err := app.Token(env, app.WebhookTokenVars, ttl,
+		func() (aws.Config, error) { return awsCfg, nil }, log)
 	if err != nil {
 		app.Exit(log, err)
 	}

@@ -67,15 +67,20 @@ func SecretsClient(cfg aws.Config) *secretsmanager.Client {
 type TokenSpec struct {
 	LiteralVar string // e.g. BUILDKITE_WEBHOOK_TOKEN: wins when set
 	ARNVar     string // e.g. WEBHOOK_TOKEN_SECRET_ARN
-	// Log receives the secret's warnings (a failed refresh); the function's
-	// JSON logger, so nothing goes to slog.Default's plain text.
-	Log *slog.Logger
 }
+
+// The two tokens of DESIGN §2, named once.
+var (
+	WebhookTokenVars = TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"}
+	SQIBSTokenVars   = TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}
+)
 
 // Token returns the token source the environment configures, or nil when it
 // configures none. A literal wins over the secret. aws is called only when a
-// secret must be read, so a literal-only setup needs no AWS config.
-func Token(r *config.Reader, spec TokenSpec, ttl time.Duration, aws func() (aws.Config, error)) (*secret.Source, error) {
+// secret must be read, so a literal-only setup needs no AWS config. log gets
+// the secret's warnings (a failed refresh): the function's JSON logger, so
+// nothing goes to slog.Default's plain text.
+func Token(r *config.Reader, spec TokenSpec, ttl time.Duration, aws func() (aws.Config, error), log *slog.Logger) (*secret.Source, error) {
 	if v := r.Secret(spec.LiteralVar); v != "" {
 		return secret.Literal(v), nil
 	}
@@ -87,5 +92,5 @@ func Token(r *config.Reader, spec TokenSpec, ttl time.Duration, aws func() (aws.
 	if err != nil {
 		return nil, err
 	}
-	return secret.FromSecretsManager(SecretsClient(cfg), arn, ttl, secret.WithLogger(spec.Log)), nil
+	return secret.FromSecretsManager(SecretsClient(cfg), arn, ttl, secret.WithLogger(log)), nil
 }

@@ -23,12 +23,12 @@ var ErrPlaceholder = errors.New("the SQIBS token secret still holds its placehol
 // SQIBSToken is the SQIBS API token source: SQIBS_API_TOKEN, else the
 // secret SQIBS_TOKEN_SECRET_ARN. One of them is required.
 func SQIBSToken(r *config.Reader, ttl time.Duration, aws func() (aws.Config, error), log *slog.Logger) (sqibs.TokenSource, error) {
-	src, err := Token(r, TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN", Log: log}, ttl, aws)
+	src, err := Token(r, SQIBSTokenVars, ttl, aws, log)
 	if err != nil {
 		return nil, err
 	}
 	if src == nil {
-		return nil, errors.New("config: SQIBS_TOKEN_SECRET_ARN or SQIBS_API_TOKEN is required")
+		return nil, fmt.Errorf("config: %s or %s is required", SQIBSTokenVars.ARNVar, SQIBSTokenVars.LiteralVar)
 	}
 	return placeholderGuard{src}, nil
 }

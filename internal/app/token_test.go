@@ -19,7 +19,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(moto.Run(m)) }
 
 // A secret-backed token whose refresh fails keeps serving the last good
-// value and says so through the function's JSON logger (TokenSpec.Log),
+// value and says so through the function's JSON logger (Token's log),
 // never through slog.Default, which would print plain text in Lambda.
 func TestTokenWarnsThroughTheFunctionsLogger(t *testing.T) {
 	srv := moto.Start(t)
@@ -37,8 +37,8 @@ func TestTokenWarnsThroughTheFunctionsLogger(t *testing.T) {
 	t.Cleanup(func() { slog.SetDefault(old) })
 
 	r := config.NewReader(config.Map(map[string]string{"WEBHOOK_TOKEN_SECRET_ARN": aws.ToString(out.ARN)}))
-	src, err := Token(r, TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN",
-		Log: slog.New(slog.NewJSONHandler(&logs, nil))}, time.Millisecond, func() (aws.Config, error) { return cfg, nil })
+	src, err := Token(r, WebhookTokenVars, time.Millisecond, func() (aws.Config, error) { return cfg, nil },
+		slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil || src == nil {
 		t.Fatalf("Token = %v, %v", src, err)
 	}
@@ -53,7 +53,7 @@ func TestTokenWarnsThroughTheFunctionsLogger(t *testing.T) {
 		t.Fatalf("Get after the secret is gone = %q, %v; want the last good value", v, err)
 	}
 	if !strings.Contains(logs.String(), `"msg":"secret refresh failed; serving the last good value"`) {
-		t.Errorf("no JSON warning through TokenSpec.Log:\n%s", logs.String())
+		t.Errorf("no JSON warning through Token's log:\n%s", logs.String())
 	}
 	if stray.Len() > 0 {
 		t.Errorf("logged through slog.Default:\n%s", stray.String())

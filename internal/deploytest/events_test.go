@@ -627,7 +627,7 @@ func newReceiver(t *testing.T, env map[string]string, pub queue.Publisher, logs 
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := app.Token(r, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"}, ttl, noAWS)
+	tokens, err := app.Token(r, app.WebhookTokenVars, ttl, noAWS, nil)
 	if err != nil || tokens == nil {
 		t.Fatalf("webhook token from env.json: %v", err)
 	}

@@ -114,21 +114,21 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	awsConfig := sync.OnceValues(func() (aws.Config, error) { return awsconfig.LoadDefaultConfig(ctx) })
 
 	// Tokens: configured (literal or secret), else the printed defaults.
-	webhookTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN", Log: log}, ttl, awsConfig)
+	token := func(what string, spec app.TokenSpec, def string) (*secret.Source, error) {
+		src, err := app.Token(env, spec, ttl, awsConfig, log)
+		if err != nil || src != nil {
+			return src, err
+		}
+		fmt.Fprintf(o.Stdout, "%s: %s (default; set %s or %s to change)\n", what, def, spec.LiteralVar, spec.ARNVar)
+		return secret.Literal(def), nil
+	}
+	webhookTokens, err := token("webhook token", app.WebhookTokenVars, DefaultWebhookToken)
 	if err != nil {
 		return nil, err
 	}
-	if webhookTokens == nil {
-		webhookTokens = secret.Literal(DefaultWebhookToken)
-		fmt.Fprintf(o.Stdout, "webhook token: %s (default; set BUILDKITE_WEBHOOK_TOKEN or WEBHOOK_TOKEN_SECRET_ARN to change)\n", DefaultWebhookToken)
-	}
-	sqibsTokens, err := app.Token(env, app.TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN", Log: log}, ttl, awsConfig)
+	sqibsTokens, err := token("SQIBS token", app.SQIBSTokenVars, DefaultSQIBSToken)
 	if err != nil {
 		return nil, err
-	}
-	if sqibsTokens == nil {
-		sqibsTokens = secret.Literal(DefaultSQIBSToken)
-		fmt.Fprintf(o.Stdout, "SQIBS token: %s (default; set SQIBS_API_TOKEN or SQIBS_TOKEN_SECRET_ARN to change)\n", DefaultSQIBSToken)
 	}
 
 	// SQIBS: the simulator unless a real endpoint is configured.
