@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,9 +43,11 @@ func TestDevServerBinary(t *testing.T) {
 	defer cmd.Process.Kill()
 
 	var receiverURL, simURL string
+	var printed []string
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		line := sc.Text()
+		printed = append(printed, line)
 		if strings.HasPrefix(line, "SQIBS simulator on ") {
 			simURL = strings.Fields(line)[3]
 		}
@@ -57,6 +60,9 @@ func TestDevServerBinary(t *testing.T) {
 		t.Fatalf("no ready line; stderr:\n%s", stderr.String())
 	}
 	go io.Copy(io.Discard, stdout)
+	if got, want := ports(strings.Join(printed, "\n")), readmeStartup(t); got != want {
+		t.Errorf("start-up lines differ from the README's Quick start:\ngot:\n%s\nREADME:\n%s", got, want)
+	}
 
 	body, err := os.ReadFile(filepath.Join("..", "..", "internal", "buildkite", "testdata", "build_finished_failed.json"))
 	if err != nil {
@@ -105,4 +111,24 @@ func TestDevServerBinary(t *testing.T) {
 	if !delivered {
 		t.Errorf("the queued webhook was not delivered before exit:\n%s", stderr.String())
 	}
+}
+
+var port = regexp.MustCompile(`127\.0\.0\.1:\d+`)
+
+// ports makes the addresses comparable: the test listens on free ports.
+func ports(s string) string { return port.ReplaceAllString(s, "127.0.0.1:PORT") }
+
+// readmeStartup is the block the README's Quick start says `make dev` prints.
+func readmeStartup(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "ending with the ready line:\n\n```\n")
+	block, _, ok2 := strings.Cut(after, "\n```")
+	if !ok || !ok2 {
+		t.Fatal("README: no start-up block after \"ending with the ready line:\"")
+	}
+	return ports(block)
 }
