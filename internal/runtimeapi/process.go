@@ -1,7 +1,6 @@
 package runtimeapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,8 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
 )
 
 // ErrExited is returned by Process.Invoke when the bootstrap exits before
@@ -23,7 +23,7 @@ type Process struct {
 	cmd     *exec.Cmd
 	srv     *Server
 	started time.Time
-	tail    *tailWriter
+	tail    *tailbuf.Buffer
 
 	done    chan struct{} // closed once the process has been waited for
 	waitErr error
@@ -76,7 +76,7 @@ func Exec(ctx context.Context, binary string, env []string, s *Server, stdout, s
 	if stderr == nil {
 		stderr = io.Discard
 	}
-	p := &Process{srv: s, tail: &tailWriter{}, done: make(chan struct{})}
+	p := &Process{srv: s, tail: &tailbuf.Buffer{}, done: make(chan struct{})}
 	cmd := exec.CommandContext(ctx, abs)
 	cmd.Env = full
 	cmd.Dir = filepath.Dir(abs)
@@ -127,7 +127,7 @@ func (p *Process) Err() error {
 	if p.waitErr == nil {
 		return nil
 	}
-	if line := p.tail.lastLine(); line != "" {
+	if line := p.tail.LastLine(300); line != "" {
 		return fmt.Errorf("%v: %s", p.waitErr, line)
 	}
 	return p.waitErr
@@ -177,35 +177,4 @@ func (p *Process) PeakRSS() int64 {
 	default:
 		return livePeakRSS(p.cmd.Process.Pid)
 	}
-}
-
-// tailWriter keeps the end of a stream so an early exit can be explained by
-// the process's own last words.
-type tailWriter struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const tailSize = 4 << 10
-
-func (t *tailWriter) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if len(t.buf) > tailSize {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tailWriter) lastLine() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	lines := bytes.Split(bytes.TrimSpace(t.buf), []byte("\n"))
-	line := strings.TrimSpace(string(lines[len(lines)-1]))
-	const max = 300
-	if len(line) > max {
-		line = line[:max] + "…"
-	}
-	return line
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/devstack"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
 )
 
 const benchWebhookToken = "bench-webhook-token"
@@ -35,7 +36,7 @@ func endToEnd(ctx context.Context, root string, o options, res *Results) error {
 		bodies[i] = hooks.body(i)
 	}
 
-	logs := &tailBuffer{}
+	logs := &tailbuf.Buffer{}
 	stack, err := devstack.Start(ctx, devstack.Options{
 		Env: config.Map(map[string]string{
 			"DEV_ADDR":                "127.0.0.1:0",

@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
 )
 
 // errMotoAbsent means the receiver's RSS cannot be measured against SQS.
@@ -26,7 +28,7 @@ var errMotoAbsent = errors.New("moto_server is not on PATH (pip install 'moto[se
 type motoServer struct {
 	url    string
 	cmd    *exec.Cmd
-	logs   *tailBuffer
+	logs   *tailbuf.Buffer
 	exited chan struct{} // closed once moto has exited and been reaped
 }
 
@@ -44,7 +46,7 @@ func startMoto(ctx context.Context) (*motoServer, error) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	m := &motoServer{url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &tailBuffer{}}
+	m := &motoServer{url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &tailbuf.Buffer{}}
 	m.cmd = exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
 	m.cmd.Stdout, m.cmd.Stderr = m.logs, m.logs
 	m.cmd.SysProcAttr = childProcAttr()

@@ -15,6 +15,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/runtimeapi"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
 )
 
 // Function timeouts as template.yaml sets them: the dispatcher keeps
@@ -35,7 +36,7 @@ const (
 type lambdaRun struct {
 	srv     *runtimeapi.Server
 	p       *runtimeapi.Process
-	logs    *tailBuffer
+	logs    *tailbuf.Buffer
 	timeout time.Duration // the function's timeout
 	ms      []float64     // each invocation's duration as the Runtime API saw it, ms
 }
@@ -52,7 +53,7 @@ func startLambda(ctx context.Context, bin string, env []string, timeout time.Dur
 		return nil, err
 	}
 	first, initErr := srv.FirstNext(), srv.InitError()
-	l := &lambdaRun{srv: srv, logs: &tailBuffer{}, timeout: timeout}
+	l := &lambdaRun{srv: srv, logs: &tailbuf.Buffer{}, timeout: timeout}
 	// The functions' stdout carries only metrics (EMF) lines: dropped.
 	if l.p, err = runtimeapi.Exec(ctx, bin, env, srv, nil, l.logs); err != nil {
 		srv.Close()

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/runtimeapi"
+	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
 )
 
 // unreachable is an address nothing listens on: configuration that must be
@@ -56,7 +56,7 @@ func startOnce(ctx context.Context, bin string, env []string) (time.Duration, er
 	}
 	defer srv.Close()
 	first, initErr := srv.FirstNext(), srv.InitError()
-	logs := &tailBuffer{}
+	logs := &tailbuf.Buffer{}
 	p, err := runtimeapi.Exec(ctx, bin, env, srv, nil, logs)
 	if err != nil {
 		return 0, err
@@ -67,7 +67,7 @@ func startOnce(ctx context.Context, bin string, env []string) (time.Duration, er
 
 // waitReady waits for a started bootstrap's first /next request and returns
 // its init time.
-func waitReady(ctx context.Context, p *runtimeapi.Process, first <-chan time.Time, initErr <-chan []byte, logs *tailBuffer) (time.Duration, error) {
+func waitReady(ctx context.Context, p *runtimeapi.Process, first <-chan time.Time, initErr <-chan []byte, logs *tailbuf.Buffer) (time.Duration, error) {
 	timer := time.NewTimer(initTimeout)
 	defer timer.Stop()
 	select {
@@ -124,28 +124,4 @@ func startRatio(ctx context.Context, bins hostBinaries, n int, res *Results) err
 	res.note("what limits the ratio: hello with an SQS and a Secrets Manager client created starts in %.2f ms (%.2f× hello); our bootstraps are %.2f× that",
 		helloSDK, helloSDK/hello, max(recv, disp)/helloSDK)
 	return nil
-}
-
-// tailBuffer keeps the last few KB written to it, to explain a failure.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const tailBytes = 4 << 10
-
-func (t *tailBuffer) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if len(t.buf) > tailBytes {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailBytes:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }
