@@ -20,7 +20,7 @@ help: ## list targets
 build: ## bootstrap binaries for both functions (linux/arm64) in bin/<fn>/bootstrap
 	@for fn in $(FUNCTIONS); do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/$$fn/bootstrap ./functions/$$fn; \
-	  echo "built $(BIN)/$$fn/bootstrap ($$(stat -c %s $(BIN)/$$fn/bootstrap) bytes)"; \
+	  echo "built $(BIN)/$$fn/bootstrap ($$(wc -c < $(BIN)/$$fn/bootstrap | tr -d ' ') bytes)"; \
 	done
 
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR set.
@@ -41,7 +41,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 50000x executions; 30s also 
 	  done
 
 lint: ## gofmt, go vet, cfn-lint template.yaml (when installed)
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@out=$$(gofmt -l .); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@if command -v cfn-lint >/dev/null; then \
