@@ -68,6 +68,23 @@ type Config struct {
 // long before the deadline, so none can run the invocation out of time.
 const FinishTime = time.Second
 
+// answerTime is left after the last SQS call to return the batch response.
+const answerTime = 100 * time.Millisecond
+
+// outcomeCtx is for the SQS calls that record an outcome (a retry delay, a
+// dead letter). They run even when the delivery was cut or ctx canceled,
+// but end before the invocation's deadline: a stalled call must not time
+// the function out, or SQS redelivers the whole batch, delivered events
+// included. A failed call only means the queue's own visibility timeout or
+// redrive policy applies.
+func outcomeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	c := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(c, dl.Add(-answerTime))
+	}
+	return c, func() {}
+}
+
 // Handler handles SQS batches.
 type Handler struct {
 	cfg     Config
@@ -284,7 +301,9 @@ func (h *Handler) delay(ctx context.Context, r events.SQSMessage, d time.Duratio
 	if h.vis == nil {
 		return
 	}
-	if err := h.vis.SetVisibility(context.WithoutCancel(ctx), r.EventSourceARN, r.ReceiptHandle, d); err != nil {
+	ctx, cancel := outcomeCtx(ctx)
+	defer cancel()
+	if err := h.vis.SetVisibility(ctx, r.EventSourceARN, r.ReceiptHandle, d); err != nil {
 		// Not fatal: the message comes back after the queue's own visibility timeout.
 		log.Warn("could not set the retry delay", "error", err.Error())
 	}
@@ -298,7 +317,9 @@ func (h *Handler) deadLetter(ctx context.Context, r events.SQSMessage, reason st
 		log.Error("no DLQ_URL configured: leaving the message to the queue's redrive policy", "reason", reason)
 		return false
 	}
-	if err := h.dlq.DeadLetter(context.WithoutCancel(ctx), r, reason); err != nil {
+	ctx, cancel := outcomeCtx(ctx)
+	defer cancel()
+	if err := h.dlq.DeadLetter(ctx, r, reason); err != nil {
 		log.Error("dead-letter send failed: message stays on the queue", "reason", reason, "error", err.Error())
 		return false
 	}

@@ -141,9 +141,14 @@ type visCall struct {
 type fakeVis struct {
 	mu    sync.Mutex
 	calls []visCall
+	stall bool // block until ctx ends, as a stalled SQS call would
 }
 
-func (f *fakeVis) SetVisibility(_ context.Context, arn, handle string, d time.Duration) error {
+func (f *fakeVis) SetVisibility(ctx context.Context, arn, handle string, d time.Duration) error {
+	if f.stall {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, visCall{handle, d})
@@ -156,9 +161,14 @@ type fakeDLQ struct {
 	mu    sync.Mutex
 	calls []dlqCall
 	err   error
+	stall bool
 }
 
-func (f *fakeDLQ) DeadLetter(_ context.Context, m events.SQSMessage, reason string) error {
+func (f *fakeDLQ) DeadLetter(ctx context.Context, m events.SQSMessage, reason string) error {
+	if f.stall {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -478,6 +488,49 @@ func TestDeliveryCutBeforeTheDeadline(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), "SQIBS delivery failed: will retry") {
 		t.Errorf("the cut delivery was not reported as a transient failure:\n%s", r.logs.String())
+	}
+}
+
+// A stalled SQS call recording an outcome (retry delay, dead letter) must
+// not run the invocation past its deadline: Lambda would fail the whole
+// batch and SQS redeliver it, already-delivered events included.
+func TestStalledOutcomeCallsEndBeforeTheDeadline(t *testing.T) {
+	r := newRig(t, func(_ int, ev incident.Event, _ *http.Request) int {
+		if ev.Status == "PASSED" {
+			return 400 // permanent: dead-lettered
+		}
+		return 500 // transient: retry delay
+	}, time.Minute)
+	r.vis.stall, r.dlq.stall = true, true
+	r.h.cfg.Reserve = time.Millisecond
+	deadline := time.Now().Add(FinishTime + 500*time.Millisecond)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	failed := record(t, "f1", "build_finished_failed.json", nil)
+	passed := record(t, "p1", "build_finished_passed.json", nil)
+	passed.Attributes["MessageGroupId"] = "other-group"
+
+	done := make(chan events.SQSEventResponse, 1)
+	go func() {
+		resp, _ := r.h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{failed, passed}})
+		done <- resp
+	}()
+	select {
+	case resp := <-done:
+		if time.Now().After(deadline) {
+			t.Fatalf("the handler answered after its deadline")
+		}
+		// Neither outcome was recorded, so both stay on the queue.
+		if got := failedIDs(resp); !slices.Equal(got, []string{"f1", "p1"}) {
+			t.Errorf("failed %v, want both", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler is still waiting on stalled SQS calls 10 s after its deadline")
+	}
+	for _, want := range []string{"could not set the retry delay", "dead-letter send failed"} {
+		if !strings.Contains(r.logs.String(), want) {
+			t.Errorf("no %q in the logs:\n%s", want, r.logs.String())
+		}
 	}
 }
 
