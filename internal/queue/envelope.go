@@ -3,6 +3,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -100,10 +101,18 @@ func DedupID(p *buildkite.Payload) string {
 // ErrUnknownVersion marks an envelope this code cannot read.
 var ErrUnknownVersion = errors.New("unknown envelope version")
 
-// Decode reads an envelope and checks its version.
+// Decode reads an envelope and checks its version. A "v" other than the
+// number 1 is ErrUnknownVersion even when the rest has another shape, so a
+// future version is named as such rather than as unreadable.
 func Decode(body []byte) (*Envelope, error) {
 	var e Envelope
 	if err := json.Unmarshal(body, &e); err != nil {
+		var v struct {
+			V json.RawMessage `json:"v"`
+		}
+		if json.Unmarshal(body, &v) == nil && string(v.V) != strconv.Itoa(Version) {
+			return nil, fmt.Errorf("%w: v=%s, this dispatcher reads v=%d", ErrUnknownVersion, cmp.Or(string(v.V), "(none)"), Version)
+		}
 		return nil, fmt.Errorf("decode envelope: %w", err)
 	}
 	if e.V != Version {
