@@ -350,19 +350,7 @@ func redactEmails(s string) string {
 // OrgSlug is the organization slug, taken from the pipeline's or the build's
 // web or API URL; "" when none of them says.
 func (p *Payload) OrgSlug() string {
-	var urls []string
-	if p.Pipeline != nil {
-		urls = append(urls, p.Pipeline.WebURL, p.Pipeline.URL)
-	}
-	if p.Build != nil {
-		urls = append(urls, p.Build.WebURL, p.Build.URL)
-	}
-	for _, u := range urls {
-		if s := orgFromURL(u); s != "" {
-			return s
-		}
-	}
-	return ""
+	return p.fromURLs(func(u string) string { o, _ := slugsFromURL(u); return o })
 }
 
 // PipelineSlug is the pipeline slug, falling back to the slug in its URLs.
@@ -370,24 +358,25 @@ func (p *Payload) PipelineSlug() string {
 	if p.Pipeline != nil && p.Pipeline.Slug != "" {
 		return p.Pipeline.Slug
 	}
-	var urls []string
+	return p.fromURLs(func(u string) string { _, s := slugsFromURL(u); return s })
+}
+
+// fromURLs is the first non-empty pick from the pipeline's, then the build's,
+// web and API URLs.
+func (p *Payload) fromURLs(pick func(url string) string) string {
+	var urls [4]string
 	if p.Pipeline != nil {
-		urls = append(urls, p.Pipeline.WebURL, p.Pipeline.URL)
+		urls[0], urls[1] = p.Pipeline.WebURL, p.Pipeline.URL
 	}
 	if p.Build != nil {
-		urls = append(urls, p.Build.WebURL, p.Build.URL)
+		urls[2], urls[3] = p.Build.WebURL, p.Build.URL
 	}
 	for _, u := range urls {
-		if _, s := slugsFromURL(u); s != "" {
+		if s := pick(u); s != "" {
 			return s
 		}
 	}
 	return ""
-}
-
-func orgFromURL(u string) string {
-	o, _ := slugsFromURL(u)
-	return o
 }
 
 // slugsFromURL understands https://buildkite.com/<org>/<pipeline>[/...] and

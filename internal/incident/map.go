@@ -90,6 +90,7 @@ func (r Rules) Map(p *buildkite.Payload, received time.Time) (pl Payload, d Deci
 	return Payload{Event: e}, d, true
 }
 
+// orgOrDefault is the org slug of DESIGN §5: from the URLs, else buildkite.
 func orgOrDefault(p *buildkite.Payload) string {
 	if o := p.OrgSlug(); o != "" {
 		return o
@@ -97,6 +98,8 @@ func orgOrDefault(p *buildkite.Payload) string {
 	return "buildkite"
 }
 
+// jobName names a job in its incident id and event.job: step key, else
+// name, else label.
 func jobName(j *buildkite.Job) string {
 	for _, s := range []string{j.StepKey, j.Name, j.Label} {
 		if s != "" {

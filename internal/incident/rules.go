@@ -134,13 +134,7 @@ func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decisi
 	if j.Type != "" && j.Type != "script" && j.Type != "trigger" {
 		return ignore("job type never fails on its own")
 	}
-	name := j.StepKey
-	if name == "" {
-		name = j.Name
-	}
-	if name == "" {
-		name = j.Label
-	}
+	name := jobName(j) // the same name event.job carries
 	if name == "" {
 		return ignore("job has neither step key nor name")
 	}
@@ -168,11 +162,7 @@ func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decisi
 
 // BuildID is the build incident id: <org>/<pipeline>/<branch>.
 func BuildID(p *buildkite.Payload, pipeline, branch string) string {
-	org := p.OrgSlug()
-	if org == "" {
-		org = "buildkite"
-	}
-	return org + "/" + pipeline + "/" + branch
+	return orgOrDefault(p) + "/" + pipeline + "/" + branch
 }
 
 func defaultBranch(p *buildkite.Payload) string {
