@@ -285,13 +285,8 @@ func Parse(body []byte, headerEvent string) (*Payload, error) {
 		return nil, fmt.Errorf("parse webhook body: %w", err)
 	}
 	p := &Payload{Event: w.Event, Build: w.Build, Job: w.Job, Pipeline: w.Pipeline}
-	if h := strings.TrimSpace(headerEvent); h != "" && p.Event == "" {
-		// The body's strings are made valid UTF-8 by encoding/json; do the
-		// same for the header so the name survives the queue unchanged.
-		if !utf8.ValidString(h) {
-			h = strings.ToValidUTF8(h, "\uFFFD")
-		}
-		p.Event = h
+	if p.Event == "" {
+		p.Event = HeaderEvent(headerEvent)
 	}
 	if p.Pipeline == nil {
 		p.Pipeline = w.Project
@@ -303,6 +298,17 @@ func Parse(body []byte, headerEvent string) (*Payload, error) {
 		p.Build.Message = Subject(p.Build.Message)
 	}
 	return p, nil
+}
+
+// HeaderEvent is the event name an X-Buildkite-Event value gives: trimmed,
+// and made valid UTF-8 as encoding/json makes the body's strings, so the
+// name survives the queue unchanged.
+func HeaderEvent(h string) string {
+	h = strings.TrimSpace(h)
+	if !utf8.ValidString(h) {
+		h = strings.ToValidUTF8(h, "\uFFFD")
+	}
+	return h
 }
 
 // maxSubject bounds the kept commit subject: it becomes part of an incident

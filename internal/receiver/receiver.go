@@ -191,7 +191,7 @@ func (h *Handler) serve(ctx context.Context, req events.LambdaFunctionURLRequest
 		return fail(http.StatusBadRequest, bodyBadJSON, "rejected", "body is not a JSON object of the webhook shape")
 	}
 	event := safeWord(p.Event)
-	if hv := strings.TrimSpace(headerEvent); hv != "" && hv != p.Event {
+	if hv := buildkite.HeaderEvent(headerEvent); hv != "" && hv != p.Event {
 		// Buildkite sends the same name in both; a difference is a proxy
 		// rewriting headers or a replay being re-labelled. The header's
 		// value is not logged: nothing a caller sends is logged raw.

@@ -317,6 +317,24 @@ func TestSignedBodyNamesTheEvent(t *testing.T) {
 	if strings.Contains(logs.String(), "build.failing") {
 		t.Errorf("the caller's header value was logged:\n%s", logs.String())
 	}
+
+	// A body without a name takes the header's, spelt as Parse spells it
+	// (trimmed, valid UTF-8): no mismatch to warn of.
+	logs.Reset()
+	var w map[string]any
+	if err := json.Unmarshal(body, &w); err != nil {
+		t.Fatal(err)
+	}
+	delete(w, "event")
+	nameless, _ := json.Marshal(w)
+	for _, hdr := range []string{" build.finished ", "build.finished\xff"} {
+		if resp, _ := h.Handle(context.Background(), signed(nameless, hdr).event()); resp.StatusCode >= 300 {
+			t.Fatalf("header %q: status %d %s", hdr, resp.StatusCode, resp.Body)
+		}
+	}
+	if strings.Contains(logs.String(), "X-Buildkite-Event differs") {
+		t.Errorf("warned of a mismatch where the header named the event:\n%s", logs.String())
+	}
 }
 
 // secretMarkers are the sentinels the fixtures put in every secret-bearing
