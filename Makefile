@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 GO        ?= go
-GOFLAGS_BUILD := -tags lambda.norpc,nethttpomithttp2 -trimpath -ldflags='-s -w'
+GOFLAGS_BUILD := -tags lambda.norpc -trimpath -ldflags='-s -w'
 BIN       := bin
 FUNCTIONS := receiver dispatcher
 # A count, not a duration: with a duration Go 1.26's fuzz coordinator can fail

@@ -5,12 +5,9 @@
 // them together.
 package buildtags
 
-// Lambda are the tags of a deployed bootstrap:
-//   - lambda.norpc drops aws-lambda-go's legacy net/rpc mode, which the
-//     provided.al2023 runtime never uses;
-//   - nethttpomithttp2 leaves net/http's bundled HTTP/2 out. The functions
-//     speak only to the Runtime API (HTTP/1.1), SQS, Secrets Manager and
-//     SQIBS, all of which serve HTTP/1.1; it takes 0.33 MB off each
-//     bootstrap and some start-up work. A Go release without the tag would
-//     only build a larger binary, never a broken one.
-const Lambda = "lambda.norpc,nethttpomithttp2"
+// Lambda are the tags of a deployed bootstrap, exactly DESIGN §7's:
+// lambda.norpc drops aws-lambda-go's legacy net/rpc mode, which the
+// provided.al2023 runtime never uses. (nethttpomithttp2 would take another
+// 0.33 MB off each bootstrap, as nothing here needs HTTP/2, but §7 fixes
+// the flags; it is proposed there rather than added here.)
+const Lambda = "lambda.norpc"

@@ -246,8 +246,7 @@ func TestInvokeDispatcherEvents(t *testing.T) {
 
 // newSimServer serves sim over HTTPS on a loopback port, as SQIBS is served,
 // and makes the bootstrap trust its certificate (SSL_CERT_FILE, which Go
-// reads on Linux): the deployed build, without net/http's HTTP/2, must
-// speak TLS with HTTP/1.1.
+// reads on Linux): the deployed build must reach SQIBS over TLS.
 func newSimServer(t *testing.T, sim *sqibssim.Server) string {
 	t.Helper()
 	hs := httptest.NewTLSServer(sim)
