@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildtags"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
@@ -42,7 +43,7 @@ func helloBinary(t *testing.T) string {
 			return
 		}
 		hello.path = filepath.Join(dir, "bootstrap")
-		cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", hello.path, "./testdata/hello")
+		cmd := exec.Command("go", "build", "-tags", buildtags.Lambda, "-trimpath", "-o", hello.path, "./testdata/hello")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			hello.err = fmt.Errorf("go build testdata/hello: %v\n%s", err, out)
