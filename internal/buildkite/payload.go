@@ -44,6 +44,71 @@ type Build struct {
 	StartedAt  Time    `json:"started_at,omitzero"`
 	FailingAt  Time    `json:"failing_at,omitzero"`
 	FinishedAt Time    `json:"finished_at,omitzero"`
+	// Source is how the build was started: webhook, api, ui, trigger_job
+	// or schedule.
+	Source string `json:"source,omitempty"`
+	// PullRequest is set for pull-request builds; Buildkite sends null or
+	// {} for the others. Only the id and base branch are kept: its
+	// repository is a clone URL, which can embed credentials.
+	PullRequest *PullRequest `json:"pull_request,omitempty"`
+	// RebuiltFrom is the build this one rebuilds: the state store orders a
+	// rebuild as the build it repeats.
+	RebuiltFrom *BuildRef `json:"rebuilt_from,omitempty"`
+	// TriggeredFrom is the build whose trigger step started this one.
+	TriggeredFrom *TriggeredFrom `json:"triggered_from,omitempty"`
+}
+
+// PullRequest is build.pull_request, reduced to what the rules need.
+type PullRequest struct {
+	ID   FlexString `json:"id,omitzero"`
+	Base string     `json:"base,omitempty"`
+}
+
+// IsPullRequest reports whether the build is a pull-request build:
+// Buildkite sends "pull_request": null or {} for branch builds.
+func (b *Build) IsPullRequest() bool {
+	return b != nil && b.PullRequest != nil && b.PullRequest.ID != ""
+}
+
+// BuildRef names another build of the same pipeline (build.rebuilt_from).
+type BuildRef struct {
+	ID     string `json:"id,omitempty"`
+	Number int64  `json:"number,omitzero"`
+}
+
+// TriggeredFrom is build.triggered_from: the parent build of a build that a
+// trigger step started.
+type TriggeredFrom struct {
+	BuildID           string `json:"build_id,omitempty"`
+	BuildNumber       int64  `json:"build_number,omitzero"`
+	BuildPipelineSlug string `json:"build_pipeline_slug,omitempty"`
+}
+
+// FlexString is a JSON string or number kept as a string: Buildkite's
+// pull-request id is a string in its docs and a number in some providers'
+// payloads.
+type FlexString string
+
+// UnmarshalJSON accepts a string, a number or null.
+func (f *FlexString) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || bytes.Equal(b, []byte("null")):
+		*f = ""
+		return nil
+	case b[0] == '"':
+		s, err := unquote(b)
+		*f = FlexString(s)
+		return err
+	case b[0] == '-' || b[0] >= '0' && b[0] <= '9':
+		var n json.Number
+		if err := json.Unmarshal(b, &n); err != nil {
+			return err
+		}
+		*f = FlexString(n.String())
+		return nil
+	}
+	return fmt.Errorf("want a string or number, got %.10s", b)
 }
 
 // Job is the part of a job that mapping uses.
@@ -63,6 +128,10 @@ type Job struct {
 	RetrySource  *RetrySource `json:"retry_source,omitzero"` // omitzero: an empty {} stays non-nil through the queue, as Classify saw it
 	StartedAt    Time         `json:"started_at,omitzero"`
 	FinishedAt   Time         `json:"finished_at,omitzero"`
+	// ParallelGroupIndex and ParallelGroupTotal are set on the shards of a
+	// parallelism step (index from 0, so a pointer: 0 is a shard).
+	ParallelGroupIndex *int `json:"parallel_group_index,omitempty"`
+	ParallelGroupTotal *int `json:"parallel_group_total,omitempty"`
 }
 
 // RetrySource is set on a job that was created by retrying another one.
@@ -74,6 +143,8 @@ type RetrySource struct {
 // Pipeline is the part of a pipeline (or legacy project) that mapping uses.
 // Repository is left out on purpose: clone URLs can embed credentials.
 type Pipeline struct {
+	// ID is the pipeline's UUID, which survives a rename of its slug.
+	ID            string `json:"id,omitempty"`
 	URL           string `json:"url,omitempty"`
 	WebURL        string `json:"web_url,omitempty"`
 	Name          string `json:"name,omitempty"`

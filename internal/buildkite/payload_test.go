@@ -313,6 +313,7 @@ func TestParseProjectFold(t *testing.T) {
 		t.Fatal("legacy project not folded into Pipeline")
 	}
 	want := Pipeline{
+		ID:            "5b6c7d8e-9f0a-4b1c-8d2e-3f4a5b6c7d8e",
 		URL:           "https://api.buildkite.com/v2/organizations/acme/projects/deploy-api",
 		WebURL:        "https://buildkite.com/acme/deploy-api",
 		Name:          "Deploy API",
