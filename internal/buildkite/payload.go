@@ -159,7 +159,8 @@ type Author struct {
 	Username string `json:"username,omitempty"`
 }
 
-// UnmarshalJSON accepts an object, a string or null.
+// UnmarshalJSON accepts an object, a string or null. E-mail addresses are
+// removed by Sanitize, which Parse runs after decoding.
 func (a *Author) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	switch {
@@ -174,7 +175,7 @@ func (a *Author) UnmarshalJSON(b []byte) error {
 		if i := strings.IndexByte(s, '<'); i >= 0 {
 			s = strings.TrimSpace(s[:i])
 		}
-		a.Name = nameOnly(s)
+		a.Name = s
 		return nil
 	case b[0] == '{':
 		var o struct {
@@ -184,20 +185,11 @@ func (a *Author) UnmarshalJSON(b []byte) error {
 		if err := jsonv2.Unmarshal(b, &o, decodeOptions); err != nil {
 			return err
 		}
-		a.Name, a.Username = nameOnly(o.Name), o.Username
+		a.Name, a.Username = o.Name, o.Username
 		return nil
 	default:
 		return fmt.Errorf("build.author: want object or string, got %.10s", b)
 	}
-}
-
-// nameOnly drops a name that holds an e-mail address: Git lets authors put
-// one there, and addresses must not leave the receiver.
-func nameOnly(s string) string {
-	if strings.Contains(s, "@") {
-		return ""
-	}
-	return s
 }
 
 // Display is the best human-readable name for the author.
@@ -365,9 +357,7 @@ func Parse(body []byte, headerEvent string) (*Payload, error) {
 	if p.Event == "" {
 		return nil, ErrNoEvent
 	}
-	if p.Build != nil {
-		p.Build.Message = Subject(p.Build.Message)
-	}
+	p.Sanitize()
 	return p, nil
 }
 
@@ -397,37 +387,16 @@ func Subject(msg string) string {
 		if line == "" {
 			continue
 		}
-		if len(line) > maxSubject {
-			cut := maxSubject
-			for cut > 0 && !utf8.RuneStart(line[cut]) {
-				cut--
-			}
-			line = strings.TrimSpace(line[:cut]) + "…"
-		}
-		if strings.IndexByte(line, '@') >= 0 {
-			line = redactEmails(line)
-		}
-		return line
+		// Redact before cutting, so no cut-off address survives.
+		return clip(RedactEmails(line), maxSubject)
 	}
 	return ""
-}
-
-// redactEmails replaces every whitespace-separated word holding an "@"
-// between other characters with "[email]".
-func redactEmails(s string) string {
-	words := strings.Fields(s)
-	for i, w := range words {
-		if at := strings.IndexByte(w, '@'); at > 0 && at < len(w)-1 {
-			words[i] = "[email]"
-		}
-	}
-	return strings.Join(words, " ")
 }
 
 // OrgSlug is the organization slug, taken from the pipeline's or the build's
 // web or API URL; "" when none of them says.
 func (p *Payload) OrgSlug() string {
-	return p.fromURLs(func(u string) string { o, _ := slugsFromURL(u); return o })
+	return Ident(p.fromURLs(func(u string) string { o, _ := slugsFromURL(u); return o }))
 }
 
 // PipelineSlug is the pipeline slug, falling back to the slug in its URLs.
@@ -435,7 +404,7 @@ func (p *Payload) PipelineSlug() string {
 	if p.Pipeline != nil && p.Pipeline.Slug != "" {
 		return p.Pipeline.Slug
 	}
-	return p.fromURLs(func(u string) string { _, s := slugsFromURL(u); return s })
+	return Ident(p.fromURLs(func(u string) string { _, s := slugsFromURL(u); return s }))
 }
 
 // fromURLs is the first non-empty pick from the pipeline's, then the build's,

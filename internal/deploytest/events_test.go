@@ -440,7 +440,7 @@ func TestEnvFile(t *testing.T) {
 	if err := json.Unmarshal(b, &file); err != nil {
 		t.Fatalf("env.json: %v", err)
 	}
-	rules := []string{"ALERT_BRANCHES", "ALERT_PIPELINES", "ALERT_ON_FAILING", "ALERT_ON_CANCELED", "JOB_INCIDENTS", "SEVERITY", "SECRET_TTL", "AWS_ENDPOINT_URL_SQS"}
+	rules := []string{"ALERT_BRANCHES", "ALERT_PIPELINES", "ALERT_ON_FAILING", "ALERT_ON_CANCELED", "ALERT_PULL_REQUESTS", "JOB_INCIDENTS", "SEVERITY", "SECRET_TTL", "AWS_ENDPOINT_URL_SQS"}
 	known := map[string][]string{
 		"ReceiverFunction": append([]string{"QUEUE_URL", "WEBHOOK_TOKEN_SECRET_ARN", "BUILDKITE_WEBHOOK_TOKEN",
 			"SIGNATURE_MAX_AGE", "MAX_BODY_BYTES", "ALLOW_TOKEN_HEADER"}, rules...),

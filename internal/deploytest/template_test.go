@@ -598,13 +598,14 @@ func TestSQSEvent(t *testing.T) {
 
 // ruleVars are read by both functions (DESIGN §2, Rules), from one parameter each.
 var ruleVars = map[string]string{
-	"ALERT_BRANCHES":    "AlertBranches",
-	"ALERT_PIPELINES":   "AlertPipelines",
-	"ALERT_ON_FAILING":  "AlertOnFailing",
-	"ALERT_ON_CANCELED": "AlertOnCanceled",
-	"JOB_INCIDENTS":     "JobIncidents",
-	"SEVERITY":          "Severity",
-	"SECRET_TTL":        "SecretTtl",
+	"ALERT_BRANCHES":      "AlertBranches",
+	"ALERT_PIPELINES":     "AlertPipelines",
+	"ALERT_ON_FAILING":    "AlertOnFailing",
+	"ALERT_ON_CANCELED":   "AlertOnCanceled",
+	"ALERT_PULL_REQUESTS": "AlertPullRequests",
+	"JOB_INCIDENTS":       "JobIncidents",
+	"SEVERITY":            "Severity",
+	"SECRET_TTL":          "SecretTtl",
 }
 
 func TestEnvironment(t *testing.T) {
@@ -693,6 +694,7 @@ func TestParameters(t *testing.T) {
 		{"AlertPipelines", "*"},
 		{"AlertOnFailing", "true"},
 		{"AlertOnCanceled", "false"},
+		{"AlertPullRequests", "false"},
 		{"JobIncidents", "false"},
 		{"Severity", "high"},
 	} {

@@ -73,7 +73,7 @@ func (r Rules) Map(p *buildkite.Payload, received time.Time) (pl Payload, d Deci
 			e.URL = j.WebURL
 		}
 		ts = firstTime(j.FinishedAt, b.FinishedAt, j.StartedAt)
-		what = "step " + e.Job + " " + jobVerb(d.Status, j)
+		what = "step " + e.Job + shard(j) + " " + jobVerb(d.Status, j)
 	} else {
 		if p.Event == "build.failing" {
 			ts = firstTime(b.FailingAt, b.StartedAt, b.CreatedAt)
@@ -109,6 +109,15 @@ func jobName(j *buildkite.Job) string {
 	return ""
 }
 
+// shard names the shard of a parallelism step, " (2/4)", as Buildkite
+// labels it (from 1); "" for other jobs.
+func shard(j *buildkite.Job) string {
+	if j.ParallelGroupIndex == nil || j.ParallelGroupTotal == nil || *j.ParallelGroupTotal < 1 {
+		return ""
+	}
+	return " (" + strconv.Itoa(*j.ParallelGroupIndex+1) + "/" + strconv.Itoa(*j.ParallelGroupTotal) + ")"
+}
+
 func firstTime(ts ...buildkite.Time) time.Time {
 	for _, t := range ts {
 		if !t.IsZero() {
@@ -139,8 +148,8 @@ func jobVerb(status string, j *buildkite.Job) string {
 		switch j.State {
 		case "timed_out":
 			return "timed out"
-		case "expired", "broken":
-			return j.State
+		case "expired":
+			return "expired (no agent took it)"
 		}
 		if j.SignalReason != "" {
 			return "stopped by agent (" + strings.ReplaceAll(j.SignalReason, "_", " ") + ")"

@@ -30,6 +30,7 @@ type Rules struct {
 	OnCanceled   bool
 	JobIncidents bool
 	Severity     string
+	PullRequests bool // ALERT_PULL_REQUESTS: pull-request builds may alert
 }
 
 // Severities SQIBS understands.
@@ -44,6 +45,7 @@ func LoadRules(r *config.Reader) Rules {
 		OnCanceled:   r.Bool("ALERT_ON_CANCELED", false),
 		JobIncidents: r.Bool("JOB_INCIDENTS", false),
 		Severity:     r.OneOf("SEVERITY", "high", severities...),
+		PullRequests: r.Bool("ALERT_PULL_REQUESTS", false),
 	}
 }
 
@@ -92,6 +94,11 @@ func (r Rules) Classify(p *buildkite.Payload) Decision {
 	if !anyBranch(r.Branches, branch, defaultBranch(p)) {
 		return ignore("branch not in ALERT_BRANCHES")
 	}
+	// Whatever its branch is called: a fork's pull request from its own
+	// "main" runs with branch "main" (or "owner:main"), and is not ours.
+	if p.Build.IsPullRequest() && !r.PullRequests {
+		return ignore("pull-request builds do not alert (ALERT_PULL_REQUESTS)")
+	}
 	if p.Event == "job.finished" {
 		return r.classifyJob(p, pipeline, branch)
 	}
@@ -103,6 +110,11 @@ func (r Rules) classifyBuild(p *buildkite.Payload, pipeline, branch string) Deci
 	if p.Event == "build.failing" {
 		if !r.OnFailing {
 			return ignore("build.failing alerts are off (ALERT_ON_FAILING)")
+		}
+		// A webhook may carry a later state than its event: a build.failing
+		// delivered after the build passed (or was canceled) must not page.
+		if s := p.Build.State; s != "failing" && s != "failed" {
+			return ignore("build.failing whose build is no longer failing")
 		}
 		status = StatusFailed
 	} else {
@@ -142,11 +154,19 @@ func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decisi
 	switch {
 	case j.SoftFailed:
 		return ignore("job soft-failed")
+	case neverRan[j.State]:
+		return ignore("job never ran (" + j.State + ")")
+	case j.Retried:
+		// Its retry (automatic or manual) follows and reports the outcome;
+		// a failure an automatic retry absorbs is not a hard failure.
+		return ignore("job was retried: its retry reports the outcome")
 	case j.State == "passed" && (j.RetriesCount > 0 || j.RetrySource != nil):
 		status = StatusFixed
 	case j.State == "passed":
 		status = StatusPassed
-	case j.State == "timed_out" || j.State == "expired" || j.State == "broken":
+	case j.State == "timed_out" || j.State == "expired":
+		// expired: no agent took the job in time. It never ran either, but
+		// because capacity is missing, which someone must fix.
 		status = StatusError
 	case j.State == "failed" && (j.SignalReason != "" && j.SignalReason != "cancel" || j.ExitStatus != nil && *j.ExitStatus == -1):
 		// The agent stopped, lost or refused the job (a lost agent shows
@@ -158,6 +178,19 @@ func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decisi
 		return ignore("job state is not an outcome")
 	}
 	return Decision{Act: true, ID: BuildID(p, pipeline, branch) + "#" + name, Status: status, Job: true}
+}
+
+// neverRan are the terminal job states of a job whose command never ran
+// and that no one needs to act on (Buildkite's job states:
+// https://buildkite.com/docs/pipelines/configure/defining-steps#job-states).
+// broken: not run because of a condition or branch filter; skipped:
+// skipped by a condition or a newer build; canceled/canceling: stopped by
+// a person or by the build's cancellation, whose own event tells. The
+// *_failed states belong to wait and block steps, whose type is never
+// "script" anyway.
+var neverRan = map[string]bool{
+	"broken": true, "skipped": true, "canceled": true, "canceling": true,
+	"waiting_failed": true, "blocked_failed": true, "unblocked_failed": true,
 }
 
 // BuildID is the build incident id: <org>/<pipeline>/<branch>.

@@ -61,9 +61,13 @@ func NewMessage(p *buildkite.Payload, groupID, requestID string, receivedAt time
 	return Message{Body: body, GroupID: groupID, DedupID: DedupID(p)}, nil
 }
 
-// DedupID is the SHA-256 (hex) of the event identity: event name, build id,
-// build state, blocked, job id, job state, retries count. Two deliveries of
-// the same webhook share it; any change that matters to an incident does not.
+// DedupID is the SHA-256 (hex) of the event identity (DESIGN §4): event
+// name, build id, build state, blocked, job id, job state, retries count,
+// and the event's own time (finished_at, failing_at, or the job's
+// finished_at). Two deliveries of the same webhook share it; any change
+// that matters to an incident does not: a build that fails, passes on a
+// retry and fails again has a new finished_at, so the second failure is
+// not taken for a redelivery of the first.
 func DedupID(p *buildkite.Payload) string {
 	h := sha256.New()
 	var buf [128]byte
@@ -94,8 +98,25 @@ func DedupID(p *buildkite.Payload) string {
 		add("")
 		add("0")
 	}
+	add(EventTime(p).String())
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+// EventTime is the event's own time: the job's finished_at for job events,
+// failing_at for build.failing, finished_at otherwise; zero when the
+// payload has none.
+func EventTime(p *buildkite.Payload) buildkite.Time {
+	switch {
+	case p.Job != nil && p.Event == "job.finished":
+		return p.Job.FinishedAt
+	case p.Build == nil:
+		return buildkite.Time{}
+	case p.Event == "build.failing":
+		return p.Build.FailingAt
+	default:
+		return p.Build.FinishedAt
+	}
 }
 
 // ErrUnknownVersion marks an envelope this code cannot read.
@@ -124,5 +145,8 @@ func Decode(body []byte) (*Envelope, error) {
 	if e.Payload.Event == "" {
 		e.Payload.Event = e.Event
 	}
+	// Held to the receiver's bounds whoever wrote the message (an older
+	// receiver, a redrive, a hand-made event file).
+	e.Payload.Sanitize()
 	return &e, nil
 }

@@ -164,7 +164,10 @@ func TestDedupID(t *testing.T) {
 		"job state":     func(p *buildkite.Payload) { p.Job.State = "passed" },
 		"retries count": func(p *buildkite.Payload) { p.Job.RetriesCount = 2 },
 		"no job":        func(p *buildkite.Payload) { p.Job = nil },
-		"no build":      func(p *buildkite.Payload) { p.Build = nil },
+		// The event's own time: a job retried to green and failing again
+		// is a new event, not a redelivery.
+		"job finished_at": func(p *buildkite.Payload) { p.Job.FinishedAt = buildkite.Time{Time: time.Unix(1722859200, 0)} },
+		"no build":        func(p *buildkite.Payload) { p.Build = nil },
 		// Length prefixes keep field boundaries: moving characters from one
 		// field to the next must not give the same identity.
 		"boundary": func(p *buildkite.Payload) {
@@ -180,6 +183,32 @@ func TestDedupID(t *testing.T) {
 			t.Errorf("%s changed: DedupID equals that of %s", name, prev)
 		}
 		seen[got] = name
+	}
+}
+
+// Which time is the event's own, per event: a build that fails, passes on a
+// retry and fails again within SQS's 5-minute window sends a second
+// build.finished that differs only in finished_at; a redelivery differs in
+// nothing.
+func TestDedupIDEventTime(t *testing.T) {
+	t1, t2 := buildkite.Time{Time: time.Unix(1722859200, 0)}, buildkite.Time{Time: time.Unix(1722859260, 0)}
+	build := func(event string, finished, failing buildkite.Time) *buildkite.Payload {
+		return &buildkite.Payload{Event: event, Build: &buildkite.Build{ID: "b", State: "failed", FinishedAt: finished, FailingAt: failing}}
+	}
+	for _, tc := range []struct {
+		name string
+		a, b *buildkite.Payload
+		same bool
+	}{
+		{"redelivery of build.finished", build("build.finished", t1, t1), build("build.finished", t1, t1), true},
+		{"failed again after a retry passed", build("build.finished", t1, t1), build("build.finished", t2, t1), false},
+		{"build.finished ignores failing_at", build("build.finished", t1, t1), build("build.finished", t1, t2), true},
+		{"build.failing is timed by failing_at", build("build.failing", t1, t1), build("build.failing", t1, t2), false},
+		{"build.failing ignores finished_at", build("build.failing", t1, t1), build("build.failing", t2, t1), true},
+	} {
+		if got := DedupID(tc.a) == DedupID(tc.b); got != tc.same {
+			t.Errorf("%s: same identity = %v, want %v", tc.name, got, tc.same)
+		}
 	}
 }
 

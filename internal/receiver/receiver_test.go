@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,12 @@ func (m *memPublisher) Publish(_ context.Context, msg queue.Message) (string, er
 }
 
 func (m *memPublisher) count() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.msgs) }
+
+func (m *memPublisher) all() []queue.Message {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.msgs)
+}
 
 func sign(token string, ts int64, body []byte) string {
 	mac := hmac.New(sha256.New, []byte(token))
@@ -413,8 +420,14 @@ func FuzzHandler(f *testing.F) {
 	}
 	f.Add("POST", "ping", "timestamp=,signature=", "", "text/plain", []byte("{}"), true)
 	f.Add("GET", "", "a,b", "x", "", []byte(nil), false)
+	huge := []byte(`{"event":"build.finished","build":{"state":"failed","branch":"main` + strings.Repeat("ü", 100<<10) +
+		`","author":{"name":"jane@example.com","username":"jane@example.com"}},"pipeline":{"slug":"p","name":"jane@example.com"}}`)
+	f.Add("POST", "", sign(testToken, fixedNow.Unix(), huge), "", "application/json", huge, false)
 	f.Fuzz(func(t *testing.T, method, event, sig, token, ct string, body []byte, b64 bool) {
-		h := newHandler(t, staticTokens{v: testToken}, &memPublisher{}, nil)
+		var logs bytes.Buffer
+		pub := &memPublisher{}
+		h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)),
+			func(c *Config) { c.Rules.Branches = []string{"*"} })
 		r := req{method: method, headers: map[string]string{
 			"x-buildkite-event": event, "x-buildkite-signature": sig, "x-buildkite-token": token, "content-type": ct,
 		}, body: string(body), b64: b64}
@@ -430,6 +443,21 @@ func FuzzHandler(f *testing.F) {
 		}
 		if !json.Valid([]byte(resp.Body)) {
 			t.Fatalf("response is not JSON: %q", resp.Body)
+		}
+		// Whatever the input: no log line over 16 KB, no planted address
+		// in a log line or a queued message.
+		for line := range strings.SplitSeq(logs.String(), "\n") {
+			if len(line) > 16<<10 {
+				t.Fatalf("log line of %d bytes", len(line))
+			}
+			if strings.Contains(line, "jane@example.com") {
+				t.Fatalf("address in a log line: %.200s", line)
+			}
+		}
+		for _, m := range pub.all() {
+			if bytes.Contains(m.Body, []byte("jane@example.com")) {
+				t.Fatalf("address in a queued message: %.200s", m.Body)
+			}
 		}
 		if resp.StatusCode == 200 && !strings.Contains(resp.Body, "pong") {
 			// Nothing forged may queue. A signature, when sent, is what is
