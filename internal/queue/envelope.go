@@ -132,7 +132,8 @@ func Decode(body []byte) (*Envelope, error) {
 			V json.RawMessage `json:"v"`
 		}
 		if json.Unmarshal(body, &v) == nil && string(v.V) != strconv.Itoa(Version) {
-			return nil, fmt.Errorf("%w: v=%s, this dispatcher reads v=%d", ErrUnknownVersion, cmp.Or(string(v.V), "(none)"), Version)
+			// %.32s: the value is the message's, and a log line must stay small.
+			return nil, fmt.Errorf("%w: v=%.32s, this dispatcher reads v=%d", ErrUnknownVersion, cmp.Or(string(v.V), "(none)"), Version)
 		}
 		return nil, fmt.Errorf("decode envelope: %w", err)
 	}

@@ -244,6 +244,11 @@ func TestDecodeRejects(t *testing.T) {
 			}
 		})
 	}
+	// The error is logged: a huge "v" must not make a huge line.
+	_, err := Decode([]byte(`{"v":"` + strings.Repeat("9", 1<<20) + `"}`))
+	if !errors.Is(err, ErrUnknownVersion) || len(err.Error()) > 200 {
+		t.Errorf("huge v: %d-byte error (%v), want a short ErrUnknownVersion", len(err.Error()), errors.Is(err, ErrUnknownVersion))
+	}
 }
 
 func TestDecodeFillsPayloadEvent(t *testing.T) {
