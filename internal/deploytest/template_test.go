@@ -837,8 +837,22 @@ func TestBuild(t *testing.T) {
 		if got := tpl.functionProp(t, fn, "CodeUri"); got != "." {
 			t.Errorf("%s CodeUri = %v; want . (the Makefile is at the repository root)", fn, got)
 		}
-		if !bytes.Contains(makefile, []byte("\nbuild-"+fn+":")) {
+		if !bytes.Contains(makefile, []byte("build-"+fn)) {
 			t.Errorf("Makefile has no build-%s target", fn)
+		}
+		// What sam build runs: a build into ARTIFACTS_DIR; without it the
+		// target refuses rather than writing /bootstrap.
+		out, err := exec.Command("make", "-s", "-n", "-C", templateDir, "build-"+fn, "ARTIFACTS_DIR=/tmp/artifacts").CombinedOutput()
+		lower := strings.ToLower(strings.TrimSuffix(fn, "Function"))
+		if err != nil || !strings.Contains(string(out), "-o /tmp/artifacts/bootstrap ./functions/"+lower) {
+			t.Errorf("make -n build-%s ARTIFACTS_DIR=/tmp/artifacts: %v\n%s", fn, err, out)
+		}
+		cmd := exec.Command("make", "-s", "-C", templateDir, "build-"+fn)
+		cmd.Env = append(os.Environ(), "ARTIFACTS_DIR=")
+		out, err = cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !strings.Contains(string(out), "ARTIFACTS_DIR") {
+			t.Errorf("make build-%s without ARTIFACTS_DIR: %v, %q; want a refusal naming ARTIFACTS_DIR", fn, err, out)
 		}
 		for k, want := range map[string]any{"Runtime": "provided.al2023", "Handler": "bootstrap", "Architectures": []any{"arm64"}} {
 			if got := tpl.functionProp(t, fn, k); !reflect.DeepEqual(got, want) {

@@ -18,8 +18,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	restore := takeTerminal() // so Ctrl-C reaches this process, not make too
+	defer restore()
 	s, err := devstack.Start(ctx, devstack.Options{Env: os.LookupEnv, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
+		restore()
 		app.Exit(app.NewLogger(os.Stderr), err)
 	}
 	<-ctx.Done()
