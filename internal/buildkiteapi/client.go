@@ -268,6 +268,19 @@ func (c *Client) FinishedBuilds(ctx context.Context, org, pipeline, branch strin
 	return out, nil
 }
 
+// CheckOrg reports whether the token can read org's builds: nil, or the
+// error of listing one build of the organization (read_builds, like the
+// other calls). A 404 for a pipeline means "gone" only if this succeeds; a
+// token for the wrong organization gets 404s too.
+func (c *Client) CheckOrg(ctx context.Context, org string) error {
+	q := url.Values{}
+	q.Set("per_page", "1")
+	q.Set("exclude_jobs", "true")
+	q.Set("exclude_pipeline", "true")
+	var list []json.RawMessage
+	return c.get(ctx, "list builds of "+org, "/organizations/"+url.PathEscape(org)+"/builds", q, &list)
+}
+
 func buildPath(org, pipeline string) string {
 	return "/organizations/" + url.PathEscape(org) + "/pipelines/" + url.PathEscape(pipeline) + "/builds"
 }

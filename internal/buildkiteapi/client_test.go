@@ -449,3 +449,26 @@ func TestArguments(t *testing.T) {
 		t.Error("empty branch accepted")
 	}
 }
+
+func TestCheckOrg(t *testing.T) {
+	tests := []struct {
+		answer answer
+		want   error
+	}{
+		{answer{status: 200, file: "list_builds.json"}, nil},
+		{answer{status: 200, body: "[]"}, nil},
+		{answer{status: 404, body: `{"message":"No organization found"}`}, ErrNotFound},
+		{answer{status: 403, file: "error_403.json"}, ErrUnauthorized},
+	}
+	for _, tc := range tests {
+		srv, _, reqs := server(t, tc.answer)
+		c, _ := newClient(t, srv.URL, Config{})
+		err := c.CheckOrg(context.Background(), "acme")
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%d: err %v, want %v", tc.answer.status, err, tc.want)
+		}
+		if r := <-reqs; r.URL.Path != "/v2/organizations/acme/builds" || r.URL.RawQuery != "exclude_jobs=true&exclude_pipeline=true&per_page=1" {
+			t.Errorf("request %s?%s", r.URL.Path, r.URL.RawQuery)
+		}
+	}
+}
