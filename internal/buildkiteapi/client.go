@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,6 +31,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+	"github.com/callgoose/buildkite-sqibs/internal/httpclient"
 )
 
 // DefaultBaseURL is BUILDKITE_API_URL's default (DESIGN §2).
@@ -135,10 +135,9 @@ type Client struct {
 	scope string    // which window
 }
 
-// New validates cfg and builds a client. hc nil means a default client with
-// bounded connect and TLS phases. Redirects are not followed: Buildkite
-// answers these calls directly, and a redirect would carry the request
-// elsewhere.
+// New validates cfg and builds a client. hc nil means httpclient.New's.
+// Redirects are not followed (httpclient.NoRedirects): Buildkite answers
+// these calls directly.
 func New(cfg Config, tokens TokenSource, hc *http.Client) (*Client, error) {
 	if tokens == nil {
 		return nil, errors.New("buildkiteapi: no token source")
@@ -164,13 +163,7 @@ func New(cfg Config, tokens TokenSource, hc *http.Client) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
-	if hc == nil {
-		hc = defaultHTTPClient()
-	} else {
-		cp := *hc
-		hc = &cp
-	}
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	hc = httpclient.NoRedirects(hc, 4)
 	return &Client{
 		base:    u,
 		timeout: cmp.Or(cfg.Timeout, DefaultTimeout),
@@ -179,15 +172,6 @@ func New(cfg Config, tokens TokenSource, hc *http.Client) (*Client, error) {
 		hc:      hc,
 		now:     time.Now,
 	}, nil
-}
-
-func defaultHTTPClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 4
-	t.IdleConnTimeout = 90 * time.Second
-	t.TLSHandshakeTimeout = 5 * time.Second
-	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	return &http.Client{Transport: t}
 }
 
 // Build is a build as the REST API returns it, decoded into the webhook

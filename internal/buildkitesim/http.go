@@ -1,10 +1,8 @@
 package buildkitesim
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/simhttp"
 )
 
 const (
@@ -54,7 +53,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
 		return
 	}
-	if !s.authorized(bearer(r.Header.Get("Authorization"))) {
+	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
 		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
 		return
 	}
@@ -218,23 +217,8 @@ func (t tap) Publish(ctx context.Context, m queue.Message) (string, error) {
 	return t.next.Publish(ctx, m)
 }
 
-func bearer(h string) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
-}
-
 func message(m string) map[string]string { return map[string]string{"message": m} }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
-		http.Error(w, `{"message":"internal error"}`, http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(code)
-	w.Write(buf.Bytes())
+	simhttp.WriteJSON(w, code, v, `{"message":"internal error"}`)
 }
