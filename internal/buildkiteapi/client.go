@@ -48,14 +48,14 @@ const (
 	// UserAgent identifies the bridge to Buildkite.
 	UserAgent = "buildkite-sqibs-bridge"
 
-	maxMessage     = 200 // of Buildkite's error "message", kept in errors
-	maxPerPage     = 100 // Buildkite's documented maximum
-	defaultReset   = 60 * time.Second
-	maxReset       = time.Hour // a Reset header beyond this is not believed
-	resetHeader    = "RateLimit-Reset"
-	userResetHdr   = "RateLimit-User-Reset"
-	remainingHdr   = "RateLimit-Remaining"
-	userRemainHdr  = "RateLimit-User-Remaining"
+	maxMessage    = 200 // of Buildkite's error "message", kept in errors
+	maxPerPage    = 100 // Buildkite's documented maximum
+	defaultReset  = 60 * time.Second
+	maxReset      = time.Hour // a Reset header beyond this is not believed
+	resetHeader   = "RateLimit-Reset"
+	userResetHdr  = "RateLimit-User-Reset"
+	remainingHdr  = "RateLimit-Remaining"
+	userRemainHdr = "RateLimit-User-Remaining"
 )
 
 // Classes of failure; test with errors.Is.

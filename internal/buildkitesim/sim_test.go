@@ -24,10 +24,6 @@ import (
 
 const token = "sim-api-token"
 
-type tok string
-
-func (t tok) Get(context.Context) (string, error) { return string(t), nil }
-
 func newSim(t *testing.T) (*Server, *httptest.Server) {
 	t.Helper()
 	s := New(token)
@@ -39,24 +35,17 @@ func newSim(t *testing.T) (*Server, *httptest.Server) {
 func client(t *testing.T, ts *httptest.Server, cfg buildkiteapi.Config) *buildkiteapi.Client {
 	t.Helper()
 	cfg.BaseURL = ts.URL + "/v2"
-	c, err := buildkiteapi.New(cfg, tok(token), nil)
+	c, err := buildkiteapi.New(cfg, testutil.Token(token), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-// webhook parses a fixture of internal/buildkite/testdata, then applies mod.
+// webhook is a fixture of internal/buildkite/testdata with mod applied.
 func webhook(t *testing.T, name string, mod ...func(*buildkite.Payload)) *buildkite.Payload {
 	t.Helper()
-	body, err := os.ReadFile("../buildkite/testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := buildkite.Parse(body, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.Webhook(t, name)
 	for _, m := range mod {
 		m(p)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 // fakeAPI answers from a map keyed "pipeline#number", or with err; it
@@ -222,7 +223,7 @@ func TestFailedJobsThroughClient(t *testing.T) {
 		w.Write(body)
 	}))
 	defer srv.Close()
-	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, tokenFunc(func() string { return "tok" }), nil)
+	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, testutil.Token("tok"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +239,3 @@ func TestFailedJobsThroughClient(t *testing.T) {
 		t.Errorf("jobs %+v", f.Jobs)
 	}
 }
-
-type tokenFunc func() string
-
-func (f tokenFunc) Get(context.Context) (string, error) { return f(), nil }

@@ -4,27 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
-
-func simWebhook(t *testing.T, name string) *buildkite.Payload {
-	t.Helper()
-	body, err := os.ReadFile("../buildkite/testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := buildkite.Parse(body, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // TestFailedJobsAgainstSimulator: the simulator learns a failed build and
 // its failed job from their webhooks; enrichment names the job, and every
@@ -48,12 +34,12 @@ func TestFailedJobsAgainstSimulator(t *testing.T) {
 			sim := buildkitesim.New("tok")
 			srv := httptest.NewServer(sim)
 			defer func() { sim.Close(); srv.Close() }()
-			sim.Record(simWebhook(t, "build_finished_failed.json"))
-			sim.Record(simWebhook(t, "job_finished_failed.json"))
+			sim.Record(testutil.Webhook(t, "build_finished_failed.json"))
+			sim.Record(testutil.Webhook(t, "job_finished_failed.json"))
 			if tc.fault != nil {
 				sim.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault { return tc.fault })
 			}
-			c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2"}, tokenFunc(func() string { return "tok" }), nil)
+			c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2"}, testutil.Token("tok"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

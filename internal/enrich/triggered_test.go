@@ -11,6 +11,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 func triggeredFrom(pipeline string, number int64) *buildkite.TriggeredFrom {
@@ -110,7 +111,7 @@ func TestParentThroughClient(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, tokenFunc(func() string { return "tok" }), nil)
+	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, testutil.Token("tok"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

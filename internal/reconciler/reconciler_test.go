@@ -217,7 +217,7 @@ func TestReconcileOne(t *testing.T) {
 			lists: map[string][]buildkiteapi.Build{"acme/api/main": {apiBuild(10, "passed", "main", failedAt)}},
 			want:  Summary{Checked: 1, StillFailing: 1, Calls: 1}, calls: "acme/api/main"},
 		{name: "pipeline 404, organization readable: resolve with the reason", inc: open("main", 10, failedAt),
-			want:  Summary{Checked: 1, NotFound: 1, Calls: 2}, calls: "acme/api/main org:acme", reason: ReasonPipelineGone,
+			want: Summary{Checked: 1, NotFound: 1, Calls: 2}, calls: "acme/api/main org:acme", reason: ReasonPipelineGone,
 			payload: func(t *testing.T, e *queue.Envelope) {
 				if b := e.Payload.Build; b.Number != 10 || !b.FinishedAt.After(failedAt) || b.ID != "" {
 					t.Errorf("a not-found resolve must order after the failure: %+v", b)
@@ -363,7 +363,7 @@ func TestBudgetAndDeadline(t *testing.T) {
 				t.Errorf("summary %+v\n want %+v", got, tc.want)
 			}
 			line := summaryLine(t, st.logs)
-			if line["unchecked"] != float64(tc.want.Unchecked) || line["duration_ms"] != float64((time.Duration(tc.want.Calls) * tc.cost).Milliseconds()) {
+			if line["unchecked"] != float64(tc.want.Unchecked) || line["duration_ms"] != float64((time.Duration(tc.want.Calls)*tc.cost).Milliseconds()) {
 				t.Errorf("summary line %v", line)
 			}
 		})

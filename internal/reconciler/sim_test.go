@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,13 +13,10 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 const simToken = "bkua_reconciler-TEST-token"
-
-type staticToken string
-
-func (t staticToken) Get(context.Context) (string, error) { return string(t), nil }
 
 // simStack is the reconciler with the real client against the simulator.
 type simStack struct {
@@ -35,7 +31,7 @@ func newSimStack(t *testing.T, incs []Incident, o Options) *simStack {
 	sim := buildkitesim.New(simToken)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() { sim.Close(); srv.Close() })
-	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2", Timeout: time.Second}, staticToken(simToken), nil)
+	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2", Timeout: time.Second}, testutil.Token(simToken), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,14 +45,7 @@ func newSimStack(t *testing.T, incs []Incident, o Options) *simStack {
 // webhook parses a fixture of internal/buildkite/testdata as build n.
 func webhook(t *testing.T, name string, n int64, state string, finished time.Time) *buildkite.Payload {
 	t.Helper()
-	body, err := os.ReadFile("../buildkite/testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := buildkite.Parse(body, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.Webhook(t, name)
 	p.Build.Number, p.Build.State, p.Build.ID = n, state, fmt.Sprintf("build-%d", n)
 	p.Build.WebURL = fmt.Sprintf("https://buildkite.com/acme/deploy-api/builds/%d", n)
 	p.Build.FinishedAt = buildkite.Time{Time: finished}
@@ -88,13 +77,17 @@ func TestAgainstSimulator(t *testing.T) {
 		{"the pipeline is gone", func(s *buildkitesim.Server) { s.Forget("acme", "deploy-api") },
 			Summary{Checked: 1, NotFound: 1, Calls: 2}, ReasonPipelineGone},
 		{"429 with a far reset: stop", func(s *buildkitesim.Server) {
-			s.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault { return &buildkitesim.Fault{Reset: 40 * time.Second} })
+			s.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault {
+				return &buildkitesim.Fault{Reset: 40 * time.Second}
+			})
 		}, Summary{RateLimited: 1, Unchecked: 1, Calls: 1}, ""},
 		{"the API is down", func(s *buildkitesim.Server) {
 			s.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault { return &buildkitesim.Fault{Status: 503} })
 		}, Summary{Checked: 1, Errors: 1, Calls: 1}, ""},
 		{"the API is slow: the client's timeout", func(s *buildkitesim.Server) {
-			s.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault { return &buildkitesim.Fault{Delay: 3 * time.Second} })
+			s.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault {
+				return &buildkitesim.Fault{Delay: 3 * time.Second}
+			})
 		}, Summary{Checked: 1, Errors: 1, Calls: 1}, ""},
 	}
 	for _, tc := range tests {
