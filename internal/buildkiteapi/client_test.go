@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/callgoose/buildkite-sqibs/internal/secret"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
@@ -472,3 +473,6 @@ func TestCheckOrg(t *testing.T) {
 		}
 	}
 }
+
+// The functions' cached secret is the client's token source.
+var _ TokenSource = (*secret.Source)(nil)
