@@ -69,10 +69,13 @@ type TokenSpec struct {
 	ARNVar     string // e.g. WEBHOOK_TOKEN_SECRET_ARN
 }
 
-// The two tokens of DESIGN §2, named once.
+// The tokens of DESIGN §2, named once. The Buildkite API token is
+// optional: Token returns nil without it, and enrichment and
+// reconciliation are off (§9).
 var (
-	WebhookTokenVars = TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"}
-	SQIBSTokenVars   = TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}
+	WebhookTokenVars      = TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"}
+	SQIBSTokenVars        = TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}
+	BuildkiteAPITokenVars = TokenSpec{LiteralVar: "BUILDKITE_API_TOKEN", ARNVar: "BUILDKITE_API_TOKEN_SECRET_ARN"}
 )
 
 // Token returns the token source the environment configures, or nil when it

@@ -62,3 +62,30 @@ func TestTokenWarnsThroughTheFunctionsLogger(t *testing.T) {
 		t.Errorf("the token is in the log:\n%s", logs.String())
 	}
 }
+
+// The Buildkite API token is optional: unset, Token says "off" (nil) and
+// needs no AWS; a literal wins over the secret.
+func TestBuildkiteAPIToken(t *testing.T) {
+	noAWS := func() (aws.Config, error) { t.Fatal("AWS config loaded"); return aws.Config{}, nil }
+	for _, tc := range []struct {
+		env  map[string]string
+		want string // "" = off
+	}{
+		{nil, ""},
+		{map[string]string{"BUILDKITE_API_TOKEN": " bkua_x \n"}, "bkua_x"},
+		{map[string]string{"BUILDKITE_API_TOKEN": "bkua_x", "BUILDKITE_API_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:bk"}, "bkua_x"},
+	} {
+		src, err := Token(config.NewReader(config.Map(tc.env)), BuildkiteAPITokenVars, time.Minute, noAWS, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (src == nil) != (tc.want == "") {
+			t.Fatalf("%v: source %v", tc.env, src)
+		}
+		if src != nil {
+			if v, _ := src.Get(context.Background()); v != tc.want {
+				t.Errorf("%v: token %q", tc.env, v)
+			}
+		}
+	}
+}

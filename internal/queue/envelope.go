@@ -29,6 +29,21 @@ type Envelope struct {
 	RequestID  string             `json:"request_id"`
 	ReceivedAt time.Time          `json:"received_at"`
 	Payload    *buildkite.Payload `json:"payload"`
+	// Origin and Reason are set only on messages no webhook sent (see
+	// Note). Both are optional and omitted when empty, so webhook messages
+	// are unchanged and a v1 reader that does not know them ignores them.
+	Origin string `json:"origin,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// OriginReconciler is Envelope.Origin on a resolve the reconciler queued
+// because Buildkite's API says the incident is over (DESIGN §9).
+const OriginReconciler = "reconciler"
+
+// Note is what a message that no webhook sent says about itself.
+type Note struct {
+	Origin string // who queued it, e.g. OriginReconciler
+	Reason string // why, for the incident description: a fixed phrase, never caller data
 }
 
 // Message is one message to publish.
@@ -46,6 +61,12 @@ type Publisher interface {
 
 // NewMessage builds the v1 envelope for p and its FIFO attributes.
 func NewMessage(p *buildkite.Payload, groupID, requestID string, receivedAt time.Time) (Message, error) {
+	return NewNotedMessage(p, groupID, requestID, receivedAt, Note{})
+}
+
+// NewNotedMessage is NewMessage for a message no webhook sent: n fills the
+// envelope's origin and reason.
+func NewNotedMessage(p *buildkite.Payload, groupID, requestID string, receivedAt time.Time, n Note) (Message, error) {
 	// v2 encodes without the validation pass v1 makes over every
 	// MarshalJSON result; the output is the same JSON.
 	body, err := jsonv2.Marshal(Envelope{
@@ -54,6 +75,8 @@ func NewMessage(p *buildkite.Payload, groupID, requestID string, receivedAt time
 		RequestID:  requestID,
 		ReceivedAt: receivedAt.UTC().Truncate(time.Millisecond),
 		Payload:    p,
+		Origin:     n.Origin,
+		Reason:     n.Reason,
 	}, jsontext.AllowInvalidUTF8(true))
 	if err != nil {
 		return Message{}, fmt.Errorf("encode envelope: %w", err)

@@ -263,3 +263,40 @@ func TestDecodeFillsPayloadEvent(t *testing.T) {
 		t.Errorf("payload build = %+v", e.Payload.Build)
 	}
 }
+
+func TestNotedMessage(t *testing.T) {
+	p := loadPayload(t, "build_finished_failed.json")
+	p.Build.State = "passed"
+	n := Note{Origin: OriginReconciler, Reason: "a newer build passed"}
+	m, err := NewNotedMessage(p, "acme/deploy-api/main", "reconciler-r1", time.Unix(1722859200, 0), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := NewMessage(p, "acme/deploy-api/main", "reconciler-r1", time.Unix(1722859200, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.DedupID != plain.DedupID || m.GroupID != plain.GroupID {
+		t.Errorf("the note changed the FIFO attributes: %+v vs %+v", m, plain)
+	}
+	e, err := Decode(m.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Origin != OriginReconciler || e.Reason != n.Reason || e.Payload.Build.State != "passed" {
+		t.Errorf("decoded %+v", e)
+	}
+	// A v1 reader built before the fields existed: unknown keys are ignored.
+	var old struct {
+		V       int             `json:"v"`
+		Event   string          `json:"event"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(m.Body)))
+	if err := dec.Decode(&old); err != nil || old.V != 1 || old.Event != "build.finished" || len(old.Payload) == 0 {
+		t.Errorf("a v1 reader: %+v, %v", old, err)
+	}
+	if e, _ := Decode(plain.Body); e.Origin != "" || e.Reason != "" || strings.Contains(string(plain.Body), "origin") {
+		t.Errorf("a webhook message carries a note: %s", plain.Body)
+	}
+}

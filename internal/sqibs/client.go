@@ -20,12 +20,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/callgoose/buildkite-sqibs/internal/httpclient"
 )
 
 // Auth says how the token travels.
@@ -131,13 +132,8 @@ func New(cfg Config, tokens TokenSource, hc *http.Client) (*Client, error) {
 	if cfg.From != "" {
 		u.RawQuery = withParam(u.RawQuery, "from", cfg.From)
 	}
-	if hc == nil {
-		hc = defaultHTTPClient()
-	} else {
-		cp := *hc
-		hc = &cp
-	}
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	// Above the dispatcher's concurrency: one host.
+	hc = httpclient.NoRedirects(hc, 32)
 	return &Client{
 		base:    u,
 		where:   (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String(),
@@ -146,20 +142,6 @@ func New(cfg Config, tokens TokenSource, hc *http.Client) (*Client, error) {
 		tokens:  tokens,
 		hc:      hc,
 	}, nil
-}
-
-// defaultHTTPClient keeps connections alive between Lambda invocations and
-// across the dispatcher's concurrent groups. Timeouts come from the request
-// context; the transport bounds only the phases a context would not name.
-func defaultHTTPClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = 64
-	t.MaxIdleConnsPerHost = 32 // one host; above the dispatcher's concurrency
-	t.IdleConnTimeout = 90 * time.Second
-	t.TLSHandshakeTimeout = 5 * time.Second
-	t.ExpectContinueTimeout = time.Second
-	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	return &http.Client{Transport: t}
 }
 
 // Send posts body (a JSON payload) once, or twice when SQIBS refuses the

@@ -1,13 +1,13 @@
 package sqibssim
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/callgoose/buildkite-sqibs/internal/simhttp"
 )
 
 // ServeHTTP routes the simulator's endpoints (see the package comment).
@@ -51,7 +51,7 @@ func (s *Server) serveProcess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if !s.authorized(bearer(r.Header.Get("Authorization")), q.Get("token")) {
+	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization")), q.Get("token")) {
 		writeJSON(w, http.StatusUnauthorized, errorBody("unauthorized"))
 		return
 	}
@@ -95,15 +95,6 @@ func (s *Server) serveIncidents(w http.ResponseWriter) {
 	writeJSON(w, http.StatusOK, list)
 }
 
-// bearer returns the token of an "Authorization: Bearer <token>" value.
-func bearer(h string) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
-}
-
 // textual reports whether SQIBS would read a body of this Content-Type:
 // absent, text/*, or JSON.
 func textual(ct string) bool {
@@ -125,13 +116,5 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 func errorBody(msg string) map[string]string { return map[string]string{"error": msg} }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
-		http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	w.Write(buf.Bytes())
+	simhttp.WriteJSON(w, code, v, `{"error":"internal error"}`)
 }

@@ -1,0 +1,30 @@
+package simhttp
+
+import (
+	"net/http/httptest"
+	"testing"
+)
+
+func TestBearer(t *testing.T) {
+	for h, want := range map[string]string{
+		"Bearer abc": "abc", "bearer  abc ": "abc", " Bearer x y": "x y",
+		"Basic abc": "", "Bearer": "", "": "", "abc": "",
+	} {
+		if got := Bearer(h); got != want {
+			t.Errorf("Bearer(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteJSON(w, 404, map[string]string{"message": "No build found"}, `{}`)
+	if w.Code != 404 || w.Body.String() != "{\"message\":\"No build found\"}\n" || w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("%d %q %v", w.Code, w.Body, w.Header())
+	}
+	w = httptest.NewRecorder()
+	WriteJSON(w, 200, func() {}, `{"error":"internal error"}`)
+	if w.Code != 500 || w.Body.String() != "{\"error\":\"internal error\"}\n" {
+		t.Errorf("unencodable: %d %q", w.Code, w.Body)
+	}
+}

@@ -1,0 +1,33 @@
+package testutil
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+)
+
+// Token is a fixed token source for the API clients (Get never fails).
+type Token string
+
+// Get returns the token.
+func (t Token) Get(context.Context) (string, error) { return string(t), nil }
+
+// Webhook parses a webhook fixture of internal/buildkite/testdata, from any
+// package's tests.
+func Webhook(t testing.TB, name string) *buildkite.Payload {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	body, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "buildkite", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := buildkite.Parse(body, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
