@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -182,7 +183,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		}
 		c := app.SQSClient(cfg, queue.SQSOptions)
 		attrs, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-			QueueUrl: aws.String(queueURL), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+			QueueUrl: aws.String(queueURL), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn, types.QueueAttributeNameVisibilityTimeout},
 		})
 		if err != nil {
 			s.closeServers()
@@ -191,7 +192,11 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		arn := attrs.Attributes[string(types.QueueAttributeNameQueueArn)]
 		pub = queue.NewSQSPublisher(c, queueURL)
 		plain := app.SQSClient(cfg) // the SDK's own retries: not on the webhook path
-		src = poller.NewSQSSource(plain, queueURL, arn)
+		sqsSrc := poller.NewSQSSource(plain, queueURL, arn)
+		if secs, err := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameVisibilityTimeout)]); err == nil {
+			sqsSrc.Visibility = time.Duration(secs) * time.Second // how long a failed delete may be retried
+		}
+		src = sqsSrc
 		vis = &queue.SQSVisibility{API: plain}
 		if dlqURL != "" {
 			dlq = &queue.SQSDeadLetter{API: plain, URL: dlqURL}
