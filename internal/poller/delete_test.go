@@ -114,7 +114,7 @@ func TestDeleteBatch(t *testing.T) {
 			},
 			want: [][]string{{"h0", "h1", "h2", "h3"}}, log: `"reason":"refused"`},
 		{name: "retries stop before the visibility ends", visibility: 2 * time.Second,
-			answer: func(int, *sqs.DeleteMessageBatchInput) (*sqs.DeleteMessageBatchOutput, error) { return nil, errNet },
+			answer:   func(int, *sqs.DeleteMessageBatchInput) (*sqs.DeleteMessageBatchOutput, error) { return nil, errNet },
 			minCalls: 3, log: "the visibility ends soon"},
 	}
 	for _, tc := range tests {

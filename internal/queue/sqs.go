@@ -59,8 +59,8 @@ type SQSPublisher struct {
 // Build api with SQSOptions so the SDK does not retry underneath.
 func NewSQSPublisher(api SQSAPI, queueURL string) *SQSPublisher {
 	return &SQSPublisher{
-		api:            api,
-		queueURL:       queueURL,
+		api:         api,
+		queueURL:    queueURL,
 		budget:      publishBudget,
 		minAttempt:  minAttempt,
 		maxAttempts: maxAttempts,
