@@ -37,6 +37,14 @@ func (r *Reader) fail(name, val, want string) {
 	}
 }
 
+// Invalid records that name's value breaks a rule its reader checks beyond
+// the accessor's (a bound, or how it goes with another variable), in the
+// same one line naming the variable.
+func (r *Reader) Invalid(name, want string) {
+	v, _ := r.raw(name)
+	r.fail(name, v, want)
+}
+
 func (r *Reader) raw(name string) (string, bool) {
 	v, ok := r.env(name)
 	if !ok {

@@ -445,7 +445,7 @@ func TestEnvFile(t *testing.T) {
 		"ReceiverFunction": append([]string{"QUEUE_URL", "WEBHOOK_TOKEN_SECRET_ARN", "BUILDKITE_WEBHOOK_TOKEN",
 			"SIGNATURE_MAX_AGE", "MAX_BODY_BYTES", "ALLOW_TOKEN_HEADER"}, rules...),
 		"DispatcherFunction": append([]string{"SQIBS_URL", "SQIBS_TOKEN_SECRET_ARN", "SQIBS_API_TOKEN", "SQIBS_AUTH",
-			"SQIBS_FROM", "SQIBS_TIMEOUT", "DLQ_URL"}, rules...),
+			"SQIBS_FROM", "SQIBS_TIMEOUT", "DLQ_URL", "RETRY_FOR", "MAX_BACKOFF"}, rules...),
 	}
 	if len(file) != len(known) {
 		t.Errorf("env.json sections = %d, want exactly ReceiverFunction and DispatcherFunction", len(file))

@@ -17,7 +17,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
+	"github.com/callgoose/buildkite-sqibs/internal/config"
 	dispatcherpkg "github.com/callgoose/buildkite-sqibs/internal/dispatcher"
+	"github.com/callgoose/buildkite-sqibs/internal/queue"
 )
 
 // templateDir is where template.yaml and the Makefile live, seen from this package.
@@ -466,8 +468,10 @@ func TestQueues(t *testing.T) {
 	if id, attr := refTarget(dig(q, "RedrivePolicy", "deadLetterTargetArn")); id != "DeadLetterQueue" || attr != "Arn" {
 		t.Errorf("RedrivePolicy.deadLetterTargetArn = %#v; want !GetAtt DeadLetterQueue.Arn", dig(q, "RedrivePolicy", "deadLetterTargetArn"))
 	}
-	if id, _ := refTarget(dig(q, "RedrivePolicy", "maxReceiveCount")); id != "MaxReceiveCount" {
-		t.Errorf("RedrivePolicy.maxReceiveCount = %#v; want !Ref MaxReceiveCount", dig(q, "RedrivePolicy", "maxReceiveCount"))
+	// A last-resort net: the dispatcher dead-letters by age (RETRY_FOR), and
+	// the in-process queue of make dev and the tests uses the same number.
+	if got := intValue(t, "RedrivePolicy.maxReceiveCount", dig(q, "RedrivePolicy", "maxReceiveCount")); got != queue.MaxReceiveCount {
+		t.Errorf("RedrivePolicy.maxReceiveCount = %d; want queue.MaxReceiveCount (%d)", got, queue.MaxReceiveCount)
 	}
 	if got := intValue(t, "DeadLetterQueue MessageRetentionPeriod", dlq["MessageRetentionPeriod"]); got != 1209600 {
 		t.Errorf("DeadLetterQueue MessageRetentionPeriod = %d; want 1209600 (14 days)", got)
@@ -485,17 +489,6 @@ func TestQueues(t *testing.T) {
 	if len(src) != 1 || dig(src[0], "Fn::Sub") != wantARN {
 		t.Errorf("RedriveAllowPolicy.sourceQueueArns = %#v; want [!Sub %s]", src, wantARN)
 	}
-}
-
-// dispatcherRetrySpan is how long a message keeps being retried before SQS
-// dead-letters it: the dispatcher waits min(2^n, 900) s after the n-th
-// failed delivery (DESIGN §5), +20% jitter at worst.
-func dispatcherRetrySpan(maxReceives int) int {
-	total := 0
-	for n := 1; n <= maxReceives; n++ {
-		total += min(1<<min(n, 30), 900)
-	}
-	return total * 12 / 10
 }
 
 func TestTimeouts(t *testing.T) {
@@ -530,19 +523,99 @@ func TestTimeouts(t *testing.T) {
 		}
 	}
 
-	// Retention must outlast the whole retry span, or messages would expire
-	// instead of reaching the dead-letter queue.
-	maxRecv, _ := dig(tpl, "Parameters", "MaxReceiveCount").(map[string]any)
-	retention := intValue(t, "EventQueue MessageRetentionPeriod", q["MessageRetentionPeriod"])
-	for _, k := range []string{"Default", "MaxValue"} {
-		n := intValue(t, "MaxReceiveCount "+k, maxRecv[k])
-		if span := dispatcherRetrySpan(n); span >= retention {
-			t.Errorf("MaxReceiveCount %s %d retries for up to %d s, beyond the queue's retention %d s", k, n, span, retention)
+	// Retention must outlast the longest retry window, or messages would
+	// expire instead of reaching the dead-letter queue.
+	retention := time.Duration(intValue(t, "EventQueue MessageRetentionPeriod", q["MessageRetentionPeriod"])) * time.Second
+	for _, v := range strList(dig(tpl, "Parameters", "RetryFor", "AllowedValues")) {
+		if d, err := time.ParseDuration(v); err != nil || d >= retention {
+			t.Errorf("RetryFor allows %q (%v): not a duration under the queue's retention %s", v, err, retention)
 		}
 	}
-	if got := dispatcherRetrySpan(20); got != 10922*12/10 {
-		t.Errorf("dispatcherRetrySpan(20) = %d; want %d (the figure in template.yaml's comment, +20%%)", got, 10922*12/10)
+}
+
+// TestRetryRules: the template's Rules admit exactly the RetryFor and
+// MaxBackoff pairs the dispatcher accepts at start, those for which SQS's
+// redrive net cannot fire before RETRY_FOR (dispatcher.MaxRetryFor).
+func TestRetryRules(t *testing.T) {
+	tpl := loadTemplate(t)
+	rules, _ := tpl["Rules"].(map[string]any)
+	if len(rules) == 0 {
+		t.Fatal("template.yaml has no Rules: any RetryFor and MaxBackoff pair would deploy")
 	}
+	retryFors := strList(dig(tpl, "Parameters", "RetryFor", "AllowedValues"))
+	backoffs := strList(dig(tpl, "Parameters", "MaxBackoff", "AllowedValues"))
+	if len(retryFors) == 0 || len(backoffs) == 0 {
+		t.Fatal("RetryFor and MaxBackoff need AllowedValues for the Rules to cover every pair")
+	}
+	admitted := 0
+	for _, rf := range retryFors {
+		for _, mb := range backoffs {
+			params := map[string]string{"RetryFor": rf, "MaxBackoff": mb}
+			deploys := true
+			for name, r := range rules {
+				if cond, ok := dig(r, "RuleCondition").(map[string]any); ok && !evalRule(t, name, cond, params) {
+					continue
+				}
+				asserts, _ := dig(r, "Assertions").([]any)
+				for _, a := range asserts {
+					if !evalRule(t, name, dig(a, "Assert"), params) {
+						deploys = false
+					}
+				}
+			}
+			r := config.NewReader(config.Map(map[string]string{"SQIBS_URL": "https://x/v1/process", "RETRY_FOR": rf, "MAX_BACKOFF": mb}))
+			dispatcherpkg.LoadSettings(r)
+			if starts := r.Err() == nil; deploys != starts {
+				t.Errorf("RetryFor %s, MaxBackoff %s: the Rules say deploy=%v, the dispatcher says start=%v (%v)", rf, mb, deploys, starts, r.Err())
+			}
+			if deploys {
+				admitted++
+			}
+		}
+	}
+	if admitted == 0 {
+		t.Error("the Rules admit no pair at all")
+	}
+}
+
+// evalRule evaluates the rule functions the template uses (Ref to a
+// parameter, Fn::Equals, Fn::Contains, Fn::Not, Fn::And, Fn::Or).
+func evalRule(t *testing.T, rule string, v any, params map[string]string) bool {
+	t.Helper()
+	val := func(x any) any {
+		if id, attr := refTarget(x); id != "" && attr == "" {
+			p, ok := params[id]
+			if !ok {
+				t.Fatalf("rule %s refers to %s, which this test does not vary", rule, id)
+			}
+			return p
+		}
+		return x
+	}
+	m, _ := v.(map[string]any)
+	if len(m) != 1 {
+		t.Fatalf("rule %s: %#v is not one rule function", rule, v)
+	}
+	for fn, arg := range m {
+		args, _ := arg.([]any)
+		switch fn {
+		case "Fn::Equals":
+			return len(args) == 2 && fmt.Sprint(val(args[0])) == fmt.Sprint(val(args[1]))
+		case "Fn::Contains":
+			return len(args) == 2 && slices.Contains(strList(args[0]), fmt.Sprint(val(args[1])))
+		case "Fn::Not":
+			return len(args) == 1 && !evalRule(t, rule, args[0], params)
+		case "Fn::And", "Fn::Or":
+			all, any := true, false
+			for _, a := range args {
+				r := evalRule(t, rule, a, params)
+				all, any = all && r, any || r
+			}
+			return fn == "Fn::And" && all || fn == "Fn::Or" && any
+		}
+		t.Fatalf("rule %s: %s is not a rule function this test knows", rule, fn)
+	}
+	return false
 }
 
 func TestFunctionURL(t *testing.T) {
@@ -629,6 +702,8 @@ func TestEnvironment(t *testing.T) {
 			"SQIBS_FROM":             "SqibsFrom",
 			"SQIBS_TIMEOUT":          "SqibsTimeout",
 			"DLQ_URL":                "DeadLetterQueue.QueueUrl",
+			"RETRY_FOR":              "RetryFor",
+			"MAX_BACKOFF":            "MaxBackoff",
 		},
 	}
 	// Declared only so `sam local invoke --env-vars` can set them, and empty
@@ -686,6 +761,8 @@ func TestParameters(t *testing.T) {
 		{"SqibsAuth", "header"},
 		{"SqibsFrom", "Buildkite"},
 		{"SqibsTimeout", "5s"},
+		{"RetryFor", "24h"},
+		{"MaxBackoff", "2m"},
 		{"SignatureMaxAge", "5m"},
 		{"MaxBodyBytes", "1048576"},
 		{"AllowTokenHeader", "true"},

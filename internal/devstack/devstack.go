@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,9 +50,10 @@ type Options struct {
 	Stdout io.Writer  // the ready line and default-token notices
 	Stderr io.Writer  // JSON logs
 
-	Queue       memqueue.Options // the in-process queue
+	Queue       memqueue.Options // the in-process queue (its Log defaults to the stack's)
 	BackoffBase time.Duration    // dispatcher retry backoff unit; tests shorten it
-	MaxBackoff  time.Duration    // cap of that backoff (default 900 s); tests shorten it too
+	MaxBackoff  time.Duration    // cap of that backoff (default MAX_BACKOFF's); tests shorten it too
+	RetryFor    time.Duration    // how long a failing event is retried (default RETRY_FOR's); likewise
 	DrainWait   time.Duration    // bound on draining at shutdown; default 10s
 	Poller      poller.Options   // batch size, concurrency, waits
 }
@@ -68,6 +70,7 @@ type Stack struct {
 	recvSrv, simSrv *http.Server
 	drainWait       time.Duration
 	closeOnce       sync.Once
+	stdout          io.Writer
 
 	// The dispatcher's poller, kept so it can be stopped and restarted
 	// (control.go).
@@ -95,7 +98,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	log := app.NewLogger(o.Stderr)
 	m := metrics.New(o.Stderr, "local")
-	s := &Stack{Log: log, drainWait: o.DrainWait}
+	s := &Stack{Log: log, drainWait: o.DrainWait, stdout: o.Stdout}
 
 	env := config.NewReader(o.Env)
 	addr := env.String("DEV_ADDR", DefaultAddr)
@@ -146,7 +149,11 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		s.simSrv = &http.Server{Handler: s.Sim, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = s.simSrv.Serve(ln) }()
 		sqibsURL = s.SimURL + "/v1/process"
-		fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents)\n", s.SimURL, s.SimURL, s.SimURL)
+		if queueURL == "" {
+			fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents, dead letters: %s/dead-letters)\n", s.SimURL, s.SimURL, s.SimURL, s.SimURL)
+		} else {
+			fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents)\n", s.SimURL, s.SimURL, s.SimURL)
+		}
 	}
 	denv := config.NewReader(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}))
 	dcfg := dispatcher.LoadSettings(denv)
@@ -160,6 +167,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.MaxBackoff > 0 {
 		dcfg.Handler.MaxBackoff = o.MaxBackoff
 	}
+	if o.RetryFor > 0 {
+		dcfg.Handler.RetryFor = o.RetryFor
+	}
 	client, err := sqibs.New(dcfg.SQIBS, sqibsTokens, nil)
 	if err != nil {
 		s.closeServers()
@@ -172,8 +182,14 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	var vis dispatcher.Visibility
 	var dlq dispatcher.DeadLetters
 	if queueURL == "" {
+		if o.Queue.Log == nil {
+			o.Queue.Log = log
+		}
 		s.Queue = memqueue.New(o.Queue)
 		pub, src, vis, dlq = s.Queue, s.Queue, s.Queue, s.Queue
+		if s.Sim != nil {
+			s.Sim.SetDeadLetters(s.DeadLetters)
+		}
 	} else {
 		cfg, err := awsConfig()
 		if err != nil {
@@ -182,7 +198,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		}
 		c := app.SQSClient(cfg, queue.SQSOptions)
 		attrs, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-			QueueUrl: aws.String(queueURL), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+			QueueUrl: aws.String(queueURL), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn, types.QueueAttributeNameVisibilityTimeout},
 		})
 		if err != nil {
 			s.closeServers()
@@ -191,7 +207,11 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		arn := attrs.Attributes[string(types.QueueAttributeNameQueueArn)]
 		pub = queue.NewSQSPublisher(c, queueURL)
 		plain := app.SQSClient(cfg) // the SDK's own retries: not on the webhook path
-		src = poller.NewSQSSource(plain, queueURL, arn)
+		sqsSrc := poller.NewSQSSource(plain, queueURL, arn)
+		if secs, err := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameVisibilityTimeout)]); err == nil {
+			sqsSrc.Visibility = time.Duration(secs) * time.Second // how long a failed delete may be retried
+		}
+		src = sqsSrc
 		vis = &queue.SQSVisibility{API: plain}
 		if dlqURL != "" {
 			dlq = &queue.SQSDeadLetter{API: plain, URL: dlqURL}
@@ -228,7 +248,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 
 // Shutdown stops taking webhooks, lets the in-process queue drain (bounded
 // by DrainWait), then stops the poller after its batch in hand and the
-// simulator. With SQS, what is still queued stays there for next time.
+// simulator, and prints the in-process queue's dead letters on Stdout.
+// With SQS, what is still queued stays there for next time.
 func (s *Stack) Shutdown(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -260,6 +281,7 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 		}
 		if s.Queue != nil {
 			s.Queue.Close()
+			printDeadLetters(s.stdout, s.DeadLetters())
 		}
 		s.closeServers()
 	})

@@ -3,14 +3,10 @@ package devstack
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -24,23 +20,25 @@ import (
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
 )
 
-// The fault-injection run (issue "Proof", part 2). `make test` runs it with
-// defaultFaultBuilds; `make soak` with SOAK_WEBHOOKS (builds) set higher.
+// The fault-injection run. `make test` runs it with the defaults below, in
+// compressed time; `make soak` as a new user's `make dev` would see it:
+// SOAK_PIPELINES=30 SOAK_BUILDS=8 in real time (SOAK_TIME_SCALE=1).
 // SOAK_SEED replays a run's workload and fault plan; the seed is logged at
 // the start of every run (go test shows it when the test fails, -v always).
 const (
-	defaultFaultBuilds = 300
-	faultPipelines     = 6
-	faultSenders       = 4
-	faultPercent       = 30 // of SQIBS calls, spread evenly over the four faults
-	dupPercent         = 10 // of builds, delivered twice
-	faultSQIBSTimeout  = 200 * time.Millisecond
-	faultToken         = "fault-token"
+	defaultFaultPipelines = 12
+	defaultFaultBuilds    = 8    // per pipeline
+	defaultTimeScale      = 0.02 // test seconds per real-world second: backoffs, MAX_BACKOFF, RETRY_FOR
+	faultSenders          = 4
+	faultPercent          = 30 // of SQIBS calls, spread evenly over the four faults
+	dupPercent            = 10 // of builds, delivered twice
+	faultToken            = "fault-token"
 )
 
 var faultBranches = []string{"main", "develop", "release/2.x", "feature/login-form"}
@@ -71,12 +69,12 @@ type fgroup struct {
 	sender int
 }
 
-// faultPlan builds the workload from seed: n builds over
-// faultPipelines × len(faultBranches) groups, each group a random sequence
-// of failed and passed builds with increasing numbers, and a global
-// schedule that interleaves the groups at random while keeping each
-// group's own order.
-func faultPlan(t *testing.T, seed uint64, n int) ([]*fgroup, []*fbuild) {
+// faultPlan builds the workload from seed: pipelines groups (one branch of
+// each pipeline, the branches taking turns), each a random sequence of
+// builds failed and passed with increasing numbers, and a global schedule
+// that interleaves the groups at random while keeping each group's own
+// order.
+func faultPlan(t *testing.T, seed uint64, pipelines, builds int) ([]*fgroup, []*fbuild) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	tmpl := map[bool][]byte{}
@@ -88,18 +86,17 @@ func faultPlan(t *testing.T, seed uint64, n int) ([]*fgroup, []*fbuild) {
 		tmpl[failed] = b
 	}
 	var groups []*fgroup
-	for p := range faultPipelines {
-		for _, br := range faultBranches {
-			groups = append(groups, &fgroup{id: fmt.Sprintf("acme/service-%d/%s", p, br)})
-		}
+	for p := range pipelines {
+		groups = append(groups, &fgroup{id: fmt.Sprintf("acme/service-%d/%s", p, faultBranches[p%len(faultBranches)])})
 	}
+	n := pipelines * builds
 	// Senders own groups at random, so each sends for several pipelines and branches.
 	for i, gi := range rng.Perm(len(groups)) {
 		groups[gi].sender = i % faultSenders
 	}
 	slots := make([]int, 0, n) // group index per schedule position
 	for i := range n {
-		slots = append(slots, i%len(groups))
+		slots = append(slots, i%len(groups)) // builds per group
 	}
 	rng.Shuffle(len(slots), func(i, j int) { slots[i], slots[j] = slots[j], slots[i] })
 	number := make([]int, len(groups))
@@ -131,27 +128,11 @@ func faultPlan(t *testing.T, seed uint64, n int) ([]*fgroup, []*fbuild) {
 func faultBody(t *testing.T, fixture []byte, id string, b *fbuild) []byte {
 	t.Helper()
 	parts := strings.SplitN(id, "/", 3) // org, pipeline, branch
-	var m map[string]any
-	if err := json.Unmarshal(fixture, &m); err != nil {
-		t.Fatal(err)
-	}
-	build, pipeline := m["build"].(map[string]any), m["pipeline"].(map[string]any)
-	state := "passed"
-	if b.failed {
-		state = "failed"
-	}
-	build["number"], build["state"], build["branch"] = b.number, state, parts[2]
-	build["id"] = fmt.Sprintf("%s#%d", id, b.number) // the dedup identity: one per build
-	build["web_url"] = fmt.Sprintf("https://buildkite.com/acme/%s/builds/%d", parts[1], b.number)
-	build["url"] = fmt.Sprintf("https://api.buildkite.com/v2/organizations/acme/pipelines/%s/builds/%d", parts[1], b.number)
-	pipeline["slug"], pipeline["name"] = parts[1], parts[1]
-	pipeline["web_url"] = "https://buildkite.com/acme/" + parts[1]
-	pipeline["url"] = "https://api.buildkite.com/v2/organizations/acme/pipelines/" + parts[1]
-	out, err := json.Marshal(m)
+	body, err := buildWebhook(fixture, parts[1], parts[2], b.number, b.failed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return body
 }
 
 // A processed SQIBS call, as the fault hook saw it.
@@ -280,47 +261,27 @@ func (l *faultLogs) counts() (retries int, maxDelay time.Duration, tail string) 
 	return l.retries, l.maxDelay, string(l.tail)
 }
 
-// signedPost sends body as Buildkite does and returns the queued message id.
-func signedPost(c *http.Client, url string, body []byte) (string, error) {
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(faultToken))
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Buildkite-Event", "build.finished")
-	req.Header.Set("X-Buildkite-Signature", "timestamp="+ts+",signature="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := c.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var out struct{ Status, ID string }
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || out.Status != "queued" || out.ID == "" {
-		return "", fmt.Errorf("receiver answered %d %s", resp.StatusCode, b)
-	}
-	return out.ID, nil
-}
-
-// TestFaultInjection sends a few hundred webhooks (SOAK_WEBHOOKS builds,
-// plus duplicates) from several concurrent senders, through an SQIBS that
-// fails about 30% of the calls (500, 429, a hang past SQIBS_TIMEOUT, a
-// dropped connection) and a dispatcher stopped and restarted midway, and
-// checks that every incident ends as its last build says, was never
-// created twice, and saw its builds in order, with nothing lost or
-// dead-lettered.
+// TestFaultInjection sends SOAK_PIPELINES × SOAK_BUILDS build webhooks
+// (10% of them delivered twice) from several concurrent senders, through an
+// SQIBS that fails about 30% of the calls (500, 429, a hang past
+// SQIBS_TIMEOUT, a dropped connection) and a dispatcher stopped and
+// restarted midway, with the retry policy as deployed (backoff, MAX_BACKOFF,
+// RETRY_FOR and the in-process queue's redrive at the template's 1000
+// receives) run SOAK_TIME_SCALE times as fast. It checks that nothing is
+// lost, dead-lettered or delivered twice, that every incident saw its builds
+// in order, was created once per failure streak and ends as its last build
+// says.
 func TestFaultInjection(t *testing.T) {
-	n := defaultFaultBuilds
-	if v := os.Getenv("SOAK_WEBHOOKS"); v != "" {
+	pipelines := soakInt(t, "SOAK_PIPELINES", defaultFaultPipelines)
+	builds := soakInt(t, "SOAK_BUILDS", defaultFaultBuilds)
+	scale := defaultTimeScale
+	if v := os.Getenv("SOAK_TIME_SCALE"); v != "" {
 		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 100 {
-			t.Fatalf("SOAK_WEBHOOKS=%q: want a number of at least 100", v)
+		if scale, err = strconv.ParseFloat(v, 64); err != nil || scale <= 0 || scale > 1 {
+			t.Fatalf("SOAK_TIME_SCALE=%q: want a number in (0, 1]", v)
 		}
 	}
+	n := pipelines * builds
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("SOAK_SEED"); v != "" {
 		var err error
@@ -328,12 +289,17 @@ func TestFaultInjection(t *testing.T) {
 			t.Fatalf("SOAK_SEED=%q: %v", v, err)
 		}
 	}
-	t.Logf("seed %d (replay the workload and fault plan with SOAK_SEED=%d SOAK_WEBHOOKS=%d)", seed, seed, n)
+	t.Logf("seed %d (replay the workload and fault plan with SOAK_SEED=%d SOAK_PIPELINES=%d SOAK_BUILDS=%d)", seed, seed, pipelines, builds)
 	// The retry count is read from the logs: keep them at info.
 	t.Setenv("AWS_LAMBDA_LOG_LEVEL", "")
 	t.Setenv("LOG_LEVEL", "INFO")
+	scaled := func(d time.Duration) time.Duration { return time.Duration(float64(d) * scale) }
+	// make dev's 5 s, but never under a second: a call SQIBS processed must
+	// not look failed to a loaded machine, or it is delivered twice.
+	sqibsTimeout := max(scaled(5*time.Second), time.Second).Round(time.Millisecond)
+	maxBackoff := scaled(dispatcher.DefaultMaxBackoff)
 
-	groups, schedule := faultPlan(t, seed, n)
+	groups, schedule := faultPlan(t, seed, pipelines, builds)
 	// Schedule positions [stopGate, restartGate) are sent only while the
 	// dispatcher is stopped; the stop itself is asked for at stopAt, while
 	// senders are still busy.
@@ -350,36 +316,20 @@ func TestFaultInjection(t *testing.T) {
 			"DEV_ADDR": "127.0.0.1:0", "SQIBS_SIM_ADDR": "127.0.0.1:0",
 			"BUILDKITE_WEBHOOK_TOKEN": faultToken,
 			"ALERT_BRANCHES":          "*",
-			"SQIBS_TIMEOUT":           faultSQIBSTimeout.String(),
+			"SQIBS_TIMEOUT":           sqibsTimeout.String(),
 		}),
 		Stderr: logs,
-		Queue: memqueue.Options{
-			// Far above the longest batch (two rounds of SQIBS_TIMEOUT at
-			// most): a batch that outlived it would have its processed but
-			// not yet deleted messages delivered again after later ones, a
-			// reordering SQS allows too, which is why AWS wants the
-			// visibility timeout at six times the function's timeout.
-			VisibilityTimeout: 5 * time.Second,
-			// With 30% of calls failing, a message is received about five
-			// times (its own failures and those of the messages before it
-			// in its batches), fifteen in a soak run's tail; 50 do not
-			// happen, so nothing may reach the dead letters.
-			MaxReceives: 50,
-			// Every duplicate must fall in the dedup window however long a
-			// soak run takes: one outside it is a new message to SQS too.
-			DedupWindow: time.Hour,
-		},
-		// The backoff is 2^receives units, and a message's receives count
-		// every time it was held back behind a failed one of its group
-		// (SQS counts them too): ten are common and fifteen happen in a
-		// soak run, so the unit is short and the cap is production's
-		// (900 units) on the same scale.
-		BackoffBase: 2 * time.Millisecond,
-		MaxBackoff:  900 * 2 * time.Millisecond,
+		// The in-process queue as make dev has it (the template's
+		// redrive policy, SQS's dedup window), but for the visibility
+		// timeout, the template's 180 s on the run's clock.
+		Queue: memqueue.Options{VisibilityTimeout: max(scaled(180*time.Second), 5*time.Second)},
+		// The dispatcher's retry policy as deployed, on the run's clock.
+		BackoffBase: scaled(time.Second),
+		MaxBackoff:  maxBackoff,
+		RetryFor:    scaled(dispatcher.DefaultRetryFor),
 		DrainWait:   5 * time.Second,
-		// Lambda scales a FIFO source up with its active groups; two
-		// loops would make hangs, not the bridge, the bottleneck.
-		Poller: poller.Options{Wait: 100 * time.Millisecond, Concurrency: 6},
+		// The template's DispatcherMaxConcurrency default.
+		Poller: poller.Options{Wait: 100 * time.Millisecond, Concurrency: 5},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -417,7 +367,7 @@ func TestFaultInjection(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: faultSenders}}
 	defer client.CloseIdleConnections()
 	post := func(b *fbuild) error {
-		id, err := signedPost(client, s.ReceiverURL, b.body)
+		id, err := PostWebhook(client, s.ReceiverURL, faultToken, b.body)
 		sends.Add(1)
 		switch {
 		case err != nil:
@@ -538,7 +488,9 @@ func TestFaultInjection(t *testing.T) {
 	// flight) and every call SQIBS accepted has been processed. Nothing can
 	// reach SQIBS after that, so a build not seen by then is lost, which
 	// the checks below report.
-	bound := time.Minute + time.Duration(n)*30*time.Millisecond
+	// A group's tail waits MAX_BACKOFF per failure at most; twenty in a
+	// row do not happen.
+	bound := time.Minute + 20*maxBackoff
 	deadline := time.Now().Add(bound)
 	for {
 		st := s.Queue.Stats()
@@ -661,10 +613,8 @@ func TestFaultInjection(t *testing.T) {
 		t.Errorf("incident %q (%d records) matches no group", id, len(in))
 	}
 
-	// Every repeat is a processed call whose answer the dispatcher did not
-	// get, so it logged a retry; so did every injected fault (one call
-	// each: a 500, 429 or dropped connection fails the call, a hang
-	// outlives SQIBS_TIMEOUT).
+	// Every injected fault fails its call before SQIBS processes it, so a
+	// processed call is never retried: a repeat is an event delivered twice.
 	retries, maxDelay, _ := logs.counts()
 	injected := 0
 	for _, k := range []string{"500", "429", "hang", "drop"} {
@@ -673,16 +623,37 @@ func TestFaultInjection(t *testing.T) {
 			t.Errorf("no %s fault was injected: the run proves less than it claims", k)
 		}
 	}
-	if repeats > retries-injected {
-		t.Errorf("%d repeated calls, but only %d retries beyond the %d injected faults", repeats, retries-injected, injected)
+	if repeats != 0 {
+		t.Errorf("%d events delivered twice (seed %d)", repeats, seed)
+	}
+	if retries < injected {
+		t.Errorf("%d retries logged for %d injected faults", retries, injected)
+	}
+	if maxDelay > maxBackoff {
+		t.Errorf("a retry waited %s, longer than MAX_BACKOFF (%s on this run's clock)", maxDelay, maxBackoff)
 	}
 	if queuedWhileStopped == 0 {
 		t.Error("no build was sent while the dispatcher was stopped")
 	}
 	t.Logf("seed %d: %d builds in %d groups, %d webhooks sent (%d duplicates) in %s; %d SQIBS calls processed, "+
-		"%d repeats; faults %v (%d); %d retries logged, longest backoff %s; dispatcher stopped %s with %d builds queued meanwhile, %d stale calls processed in the stop; quiescent after %s",
+		"%d repeats; faults %v (%d); %d retries logged, longest backoff %s (%s real-world); dispatcher stopped %s with %d builds queued meanwhile, %d stale calls processed in the stop; quiescent after %s (time scale %g)",
 		seed, n, len(groups), sends.Load(), sends.Load()-int64(n), sendTime.Round(time.Millisecond), rec.processed,
-		repeats, rec.faults, injected, retries, maxDelay.Round(time.Millisecond), pause.Round(time.Millisecond), queuedWhileStopped, whileStopped, elapsed.Round(time.Millisecond))
+		repeats, rec.faults, injected, retries, maxDelay.Round(time.Millisecond), time.Duration(float64(maxDelay)/scale).Round(time.Second),
+		pause.Round(time.Millisecond), queuedWhileStopped, whileStopped, elapsed.Round(time.Millisecond), scale)
+}
+
+// soakInt reads a positive whole number from the environment.
+func soakInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 2 {
+		t.Fatalf("%s=%q: want a whole number of at least 2", name, v)
+	}
+	return n
 }
 
 // StopDispatcher holds what is queued; StartDispatcher delivers it.

@@ -13,9 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"math"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"time"
 
@@ -48,14 +46,23 @@ const (
 	ReasonUnreadable     = "unreadable_envelope"
 	ReasonUnknownVersion = "unknown_envelope_version"
 	ReasonRejected       = "sqibs_rejected"
+	// ReasonRetryWindowExceeded: the event kept failing transiently until it
+	// was older than RetryFor.
+	ReasonRetryWindowExceeded = "retry_window_exceeded"
 )
 
 // Config tunes the handler.
 type Config struct {
 	Rules       incident.Rules
 	Concurrency int           // groups delivered at once; default 8
-	MaxBackoff  time.Duration // cap of the visibility backoff; default 900 s
+	MaxBackoff  time.Duration // cap of the visibility backoff (MAX_BACKOFF); default 2 min
 	BackoffBase time.Duration // backoff unit (2^receives of it); default 1 s, shorter in tests
+	// RetryFor is how long a transiently failing event is retried, from its
+	// SentTimestamp (RETRY_FOR); then it goes to the DLQ. Default 24 h.
+	RetryFor time.Duration
+	// Now is the clock the age of a message is read against; default
+	// time.Now (tests and the outage bench compress time with it).
+	Now func() time.Time
 	// Reserve is kept back from the Lambda deadline: no delivery starts
 	// when less remains, so a slow batch ends with its tail reported failed
 	// instead of the whole batch timing out and being redelivered, already
@@ -104,7 +111,13 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 		cfg.Concurrency = 8
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 900 * time.Second
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = DefaultRetryFor
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.BackoffBase <= 0 {
 		cfg.BackoffBase = time.Second
@@ -115,7 +128,7 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{cfg: cfg, send: send, vis: vis, dlq: dlq, log: log, metrics: m, now: time.Now, jitter: rand.Float64}
+	return &Handler{cfg: cfg, send: send, vis: vis, dlq: dlq, log: log, metrics: m, now: cfg.Now, jitter: rand.Float64}
 }
 
 // Handle is the Lambda handler for an SQS event source mapping with
@@ -274,27 +287,21 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 	}
 	h.metrics.Count(metrics.TransientFailure)
 	delay = h.backoff(r)
+	if sent, ok := sentAt(r); ok && h.now().Sub(sent) >= h.cfg.RetryFor {
+		h.metrics.Count(metrics.RetryWindowExceeded)
+		log.Error("SQIBS delivery failed for longer than RETRY_FOR: sending the event to the dead-letter queue",
+			"reason", ReasonRetryWindowExceeded, "age", h.now().Sub(sent).Round(time.Second).String(),
+			"retry_for", h.cfg.RetryFor.String(), "receives", receives(r),
+			"sqibs_status", status, "error", err.Error())
+		return h.deadLetter(ctx, r, ReasonRetryWindowExceeded, log), delay
+	}
 	log.Warn("SQIBS delivery failed: will retry", "sqibs_status", status, "error", err.Error(), "retry_in", delay)
 	return false, delay
 }
 
-// backoff is min(2^receives × BackoffBase, MaxBackoff) ± 20% jitter: with
-// the defaults, min(2^receives s, 900 s). SQS takes whole seconds, so the
-// production value is rounded to them.
+// backoff is the retry delay of r (backoffFor with its receive count).
 func (h *Handler) backoff(r events.SQSMessage) time.Duration {
-	n, _ := strconv.Atoi(r.Attributes["ApproximateReceiveCount"])
-	if n < 1 {
-		n = 1
-	}
-	base := float64(h.cfg.BackoffBase)
-	d := time.Duration(math.Min(math.Pow(2, float64(n))*base, float64(h.cfg.MaxBackoff)) * (0.8 + 0.4*h.jitter()))
-	if d > h.cfg.MaxBackoff {
-		d = h.cfg.MaxBackoff
-	}
-	if h.cfg.BackoffBase >= time.Second {
-		d = d.Round(time.Second)
-	}
-	return d
+	return backoffFor(receives(r), h.cfg.BackoffBase, h.cfg.MaxBackoff, h.jitter())
 }
 
 func (h *Handler) delay(ctx context.Context, r events.SQSMessage, d time.Duration, log *slog.Logger) {

@@ -247,7 +247,7 @@ func TestResponseClasses(t *testing.T) {
 				t.Errorf("failures = %v, want failed=%v", resp.BatchItemFailures, tc.wantFailed)
 			}
 			if tc.wantFailed {
-				// min(2^3, 900) s with the jitter pinned at its middle.
+				// min(2^3 s, MAX_BACKOFF) with the jitter pinned at its middle.
 				if len(r.vis.calls) != 1 || r.vis.calls[0] != (visCall{"rh-m1", 8 * time.Second}) {
 					t.Errorf("visibility calls = %v, want one of 8s", r.vis.calls)
 				}
@@ -571,8 +571,9 @@ func TestBackoff(t *testing.T) {
 		want     time.Duration
 	}{
 		{"1", 0.5, 2 * time.Second}, {"", 0.5, 2 * time.Second}, {"4", 0.5, 16 * time.Second},
-		{"4", 0, 13 * time.Second}, {"4", 0.999, 19 * time.Second}, {"10", 0.5, 900 * time.Second},
-		{"30", 0.999, 900 * time.Second}, {"10", 0, 720 * time.Second},
+		{"4", 0, 13 * time.Second}, {"4", 0.999, 19 * time.Second}, {"7", 0.5, 120 * time.Second},
+		// At the cap the jitter only shortens: no retry waits longer than MAX_BACKOFF.
+		{"30", 0.999, 120 * time.Second}, {"10", 0, 96 * time.Second}, {"6", 0.999, 77 * time.Second},
 	} {
 		h.jitter = func() float64 { return tc.jitter }
 		got := h.backoff(events.SQSMessage{Attributes: map[string]string{"ApproximateReceiveCount": tc.receives}})

@@ -29,6 +29,13 @@ func DeliveryBudget(sqibsTimeout time.Duration) time.Duration {
 // LoadSettings reads the dispatcher settings; check r.Err() after.
 func LoadSettings(r *config.Reader) Settings {
 	timeout := r.Duration("SQIBS_TIMEOUT", 5*time.Second)
+	retryFor := r.Duration("RETRY_FOR", DefaultRetryFor)
+	maxBackoff := r.Duration("MAX_BACKOFF", DefaultMaxBackoff)
+	if r.Err() == nil {
+		if name, want := checkRetryPolicy(retryFor, maxBackoff, r.Has("RETRY_FOR")); name != "" {
+			r.Invalid(name, want)
+		}
+	}
 	return Settings{
 		SQIBS: sqibs.Config{
 			URL:     r.Required("SQIBS_URL"),
@@ -39,8 +46,10 @@ func LoadSettings(r *config.Reader) Settings {
 		SecretTTL: r.Duration("SECRET_TTL", 5*time.Minute),
 		DLQURL:    r.String("DLQ_URL", ""),
 		Handler: Config{
-			Rules:   incident.LoadRules(r),
-			Reserve: DeliveryBudget(timeout),
+			Rules:      incident.LoadRules(r),
+			Reserve:    DeliveryBudget(timeout),
+			RetryFor:   retryFor,
+			MaxBackoff: maxBackoff,
 		},
 	}
 }

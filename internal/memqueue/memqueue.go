@@ -9,7 +9,10 @@
 //   - a message whose visibility expires becomes visible again with a new
 //     receipt handle; the old handle is then invalid (as in FIFO queues);
 //   - after MaxReceives receives without a delete, the message moves to the
-//     dead letters (the redrive policy) with reason "max_receives";
+//     dead letters (the redrive policy) with reason "max_receives"; the
+//     default is the template's maxReceiveCount (queue.MaxReceiveCount);
+//   - every dead letter, the redrive's or one the dispatcher sends, is
+//     logged at ERROR with its reason, message id and group (the incident).
 //   - a DedupID already sent within DedupWindow enqueues nothing and returns
 //     the first message's id.
 //
@@ -26,6 +29,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,7 +45,7 @@ import (
 // Defaults, matching the SQS queue the template creates and SQS FIFO itself.
 const (
 	DefaultVisibilityTimeout = 30 * time.Second
-	DefaultMaxReceives       = 5
+	DefaultMaxReceives       = queue.MaxReceiveCount
 	DefaultDedupWindow       = 5 * time.Minute
 	DefaultARN               = "arn:aws:sqs:local:000000000000:bridge.fifo"
 
@@ -73,6 +77,7 @@ type Options struct {
 	DedupWindow       time.Duration
 	ARN               string
 	Now               func() time.Time // for tests; default time.Now
+	Log               *slog.Logger     // where dead letters are reported; default slog.Default()
 }
 
 // Dead is a message in the dead letters.
@@ -148,6 +153,9 @@ func New(o Options) *Queue {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
 	}
 	q := &Queue{
 		o:        o,
@@ -308,7 +316,7 @@ func (q *Queue) sweepLocked(now time.Time) (next time.Time) {
 	slices.SortFunc(ended, func(a, b *message) int { return cmp.Compare(a.seq, b.seq) })
 	for _, m := range ended {
 		if m.receives >= q.o.MaxReceives {
-			q.dead = append(q.dead, Dead{Message: q.eventLocked(m, ""), Reason: ReasonMaxReceives, At: now})
+			q.addDeadLocked(Dead{Message: q.eventLocked(m, ""), Reason: ReasonMaxReceives, At: now})
 			q.removeLocked(m)
 		}
 	}
@@ -469,8 +477,18 @@ func (q *Queue) DeadLetter(ctx context.Context, m events.SQSMessage, reason stri
 		q.removeLocked(msg)
 		q.broadcastLocked()
 	}
-	q.dead = append(q.dead, Dead{Message: m, Reason: reason, At: now})
+	q.addDeadLocked(Dead{Message: m, Reason: reason, At: now})
 	return nil
+}
+
+// addDeadLocked records d and says so loudly: a dead letter is an event
+// that did not reach SQIBS, and in `make dev` nothing else would show it.
+func (q *Queue) addDeadLocked(d Dead) {
+	q.dead = append(q.dead, d)
+	q.o.Log.Error("message moved to the dead letters",
+		"reason", d.Reason, "message_id", d.Message.MessageId,
+		"incident_id", d.Message.Attributes["MessageGroupId"],
+		"receives", d.Message.Attributes["ApproximateReceiveCount"])
 }
 
 // DeadLetters returns a copy of the dead letters, oldest first.

@@ -5,8 +5,10 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strconv"
@@ -39,13 +41,40 @@ type harness struct {
 	clk *testutil.Clock
 	ctx context.Context
 	got map[string]events.SQSMessage // body → last delivery
+	log *testutil.Buffer             // the queue's log (JSON lines)
 }
 
 func newHarness(t *testing.T, o Options) *harness {
 	t.Helper()
 	clk := testutil.NewClock(t0)
 	o.Now = clk.Now
-	return &harness{t: t, q: New(o), clk: clk, ctx: context.Background(), got: map[string]events.SQSMessage{}}
+	log := &testutil.Buffer{}
+	o.Log = slog.New(slog.NewJSONHandler(log, nil))
+	return &harness{t: t, q: New(o), clk: clk, ctx: context.Background(), got: map[string]events.SQSMessage{}, log: log}
+}
+
+// deadLogged checks that each dead letter was logged at ERROR with its
+// reason, message id and group, one line each.
+func (h *harness) deadLogged() {
+	h.t.Helper()
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(h.log.String()), "\n") {
+		var m map[string]any
+		if l != "" && json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "message moved to the dead letters" {
+			lines = append(lines, m)
+		}
+	}
+	dead := h.q.DeadLetters()
+	if len(lines) != len(dead) {
+		h.t.Fatalf("%d dead letters, %d logged:\n%s", len(dead), len(lines), h.log.String())
+	}
+	for i, d := range dead {
+		l := lines[i]
+		if l["level"] != "ERROR" || l["reason"] != d.Reason || l["message_id"] != d.Message.MessageId ||
+			l["incident_id"] != d.Message.Attributes["MessageGroupId"] {
+			h.t.Errorf("dead letter %+v logged as %v", d, l)
+		}
+	}
 }
 
 // pub publishes body in group with the body as dedup id, returns the id.
@@ -268,6 +297,7 @@ func TestScenarios(t *testing.T) {
 				dl[0].Message.Attributes["ApproximateReceiveCount"] != "2" {
 				h.t.Fatalf("dead letters = %+v", dl)
 			}
+			h.deadLogged()
 			h.recv(10, "a2")
 		}},
 		{"a held-back run expiring together is dead-lettered in send order", Options{MaxReceives: 1}, func(h *harness) {
@@ -287,15 +317,17 @@ func TestScenarios(t *testing.T) {
 			if !slices.Equal(got, bodies) {
 				h.t.Fatalf("dead letters in order %v, want %v", got, bodies)
 			}
+			h.deadLogged() // in the same order
 		}},
-		{"default max receives is 5", Options{}, func(h *harness) {
+		{"default max receives is the template's redrive maxReceiveCount", Options{}, func(h *harness) {
 			h.pub("A", "a1")
-			for range DefaultMaxReceives {
+			for range queue.MaxReceiveCount {
 				h.recv(1, "a1")
 				h.clk.Advance(DefaultVisibilityTimeout)
 			}
 			h.recv(1)
 			h.stats(Stats{Dead: 1})
+			h.deadLogged()
 		}},
 		{"SetVisibility(0) redelivers at once", Options{}, func(h *harness) {
 			h.pub("A", "a1")
@@ -375,6 +407,7 @@ func TestScenarios(t *testing.T) {
 			if len(dl) != 1 || dl[0].Reason != "sqibs_rejected" || dl[0].Message.MessageId != h.got["a1"].MessageId {
 				h.t.Fatalf("dead letters = %+v", dl)
 			}
+			h.deadLogged()
 		}},
 		{"DeadLetter of a message no longer in flight", Options{}, func(h *harness) {
 			h.pub("A", "a1")

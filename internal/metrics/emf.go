@@ -23,7 +23,10 @@ const (
 	Delivered        = "delivered"
 	TransientFailure = "transient_failure"
 	PermanentFailure = "permanent_failure"
-	SQIBSLatencyMS   = "sqibs_latency_ms"
+	// RetryWindowExceeded counts events dead-lettered after failing for
+	// longer than RETRY_FOR (they count as transient failures too).
+	RetryWindowExceeded = "retry_window_exceeded"
+	SQIBSLatencyMS      = "sqibs_latency_ms"
 )
 
 // Unit values used here.

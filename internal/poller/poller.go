@@ -29,6 +29,21 @@ type Source interface {
 	Delete(ctx context.Context, receiptHandle string) error
 }
 
+// BatchDeleter is a Source that deletes many messages in one call, as SQS's
+// DeleteMessageBatch does (*SQSSource). It returns the receipt handles it
+// did not delete. The poller retries those marked Retry until shortly
+// before their visibility ends; a Source with VisibilityTimeout()
+// time.Duration says when that is.
+type BatchDeleter interface {
+	DeleteBatch(ctx context.Context, receiptHandles []string) map[string]DeleteFailure
+}
+
+// DeleteFailure is why one message was not deleted.
+type DeleteFailure struct {
+	Err   error
+	Retry bool // a later call may still delete it
+}
+
 // Handler is a Lambda SQS handler; (*dispatcher.Handler).Handle is one.
 type Handler func(context.Context, events.SQSEvent) (events.SQSEventResponse, error)
 
@@ -57,6 +72,14 @@ const (
 	// deleteTimeout bounds the deletes after an invocation; they run even
 	// when ctx has ended, to finish the batch in hand.
 	deleteTimeout = 10 * time.Second
+	// A failed batch delete is retried (one call per attempt, each at most
+	// deleteAttempt long) until deleteMargin before the messages'
+	// visibility ends: a delete landing later could not stop a
+	// redelivery, which SQIBS would see as a repeated event.
+	deleteAttempt   = 5 * time.Second
+	deleteMargin    = time.Second
+	deleteRetryBase = 100 * time.Millisecond
+	deleteRetryMax  = 2 * time.Second
 )
 
 // Run polls src and invokes h until ctx ends (or src reports Done), then
@@ -135,6 +158,7 @@ func (p *poller) loop(ctx context.Context, worker int) {
 	retry := minRetry
 	for !p.stopped(ctx) {
 		msgs, err := p.src.Receive(ctx, p.o.BatchSize, p.o.Wait)
+		received := time.Now() // their visibility started a little before
 		if err != nil {
 			if p.stopped(ctx) {
 				return
@@ -152,13 +176,13 @@ func (p *poller) loop(ctx context.Context, worker int) {
 		}
 		retry = minRetry
 		if len(msgs) > 0 {
-			p.invoke(ctx, msgs, log)
+			p.invoke(ctx, msgs, received, log)
 		}
 	}
 }
 
 // invoke runs one batch to the end, whatever happens to ctx meanwhile.
-func (p *poller) invoke(ctx context.Context, msgs []events.SQSMessage, log *slog.Logger) {
+func (p *poller) invoke(ctx context.Context, msgs []events.SQSMessage, received time.Time, log *slog.Logger) {
 	requestID := uuid.New()
 	log = log.With("lambda_request_id", requestID, "records", len(msgs))
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.InvokeTimeout)
@@ -177,22 +201,96 @@ func (p *poller) invoke(ctx context.Context, msgs []events.SQSMessage, log *slog
 		log.Error("invalid batch item failures: the whole batch will be retried", "error", err.Error())
 		return
 	}
-	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
-	defer dcancel()
-	deleted := 0
+	var done []events.SQSMessage
 	for _, m := range msgs {
-		if _, failed := keep[m.MessageId]; failed {
-			continue
+		if _, failed := keep[m.MessageId]; !failed {
+			done = append(done, m)
 		}
-		if err := p.src.Delete(dctx, m.ReceiptHandle); err != nil {
-			// It comes back after its visibility timeout and is handled
-			// again; SQIBS deduplicates a repeated trigger or resolve.
-			log.Warn("delete failed: the message will be delivered again", "message_id", m.MessageId, "error", err.Error())
-			continue
-		}
-		deleted++
 	}
+	deleted := p.delete(context.WithoutCancel(ctx), done, received, log)
 	log.Debug("batch done", "deleted", deleted, "failed", len(keep))
+}
+
+// delete deletes the messages the handler got through and returns how many
+// it deleted. One that stays comes back after its visibility timeout and is
+// handled again; SQIBS deduplicates a repeated trigger or resolve, but the
+// run's repeats are what a delete's retries are there to avoid.
+func (p *poller) delete(ctx context.Context, msgs []events.SQSMessage, received time.Time, log *slog.Logger) int {
+	if len(msgs) == 0 {
+		return 0
+	}
+	bd, ok := p.src.(BatchDeleter)
+	if !ok {
+		dctx, cancel := context.WithTimeout(ctx, deleteTimeout)
+		defer cancel()
+		deleted := 0
+		for _, m := range msgs {
+			if err := p.src.Delete(dctx, m.ReceiptHandle); err != nil {
+				log.Warn("delete failed: the message will be delivered again", "message_id", m.MessageId, "error", err.Error())
+				continue
+			}
+			deleted++
+		}
+		return deleted
+	}
+
+	visibility := sqsDefaultVisibility
+	if v, ok := p.src.(interface{ VisibilityTimeout() time.Duration }); ok && v.VisibilityTimeout() > 0 {
+		visibility = v.VisibilityTimeout()
+	}
+	// One attempt even when the handler used up the visibility: SQS may not
+	// have handed the messages out again yet.
+	horizon := received.Add(visibility - deleteMargin)
+	if least := time.Now().Add(deleteMargin); horizon.Before(least) {
+		horizon = least
+	}
+	byHandle := make(map[string]events.SQSMessage, len(msgs))
+	pending := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		byHandle[m.ReceiptHandle] = m
+		pending = append(pending, m.ReceiptHandle)
+	}
+	giveUp := func(h string, f DeleteFailure, why string) {
+		log.Warn("delete failed: the message will be delivered again", "message_id", byHandle[h].MessageId, "reason", why, "error", f.Err.Error())
+	}
+	deleted, wait := 0, deleteRetryBase
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithDeadline(ctx, earliest(horizon, time.Now().Add(deleteAttempt)))
+		failed := bd.DeleteBatch(actx, pending)
+		cancel()
+		var retry []string
+		for _, h := range pending {
+			switch f, ok := failed[h]; {
+			case !ok:
+				deleted++
+			case !f.Retry:
+				giveUp(h, f, "refused")
+			default:
+				retry = append(retry, h)
+			}
+		}
+		if len(retry) == 0 {
+			return deleted
+		}
+		if time.Now().Add(wait).After(horizon) {
+			for _, h := range retry {
+				giveUp(h, failed[h], fmt.Sprintf("still failing after %d attempts, and the visibility ends soon", attempt))
+			}
+			return deleted
+		}
+		log.Warn("delete failed: retrying before the visibility ends", "messages", len(retry), "attempt", attempt,
+			"retry_in", wait, "error", failed[retry[0]].Err.Error())
+		time.Sleep(wait)
+		wait = min(wait*2, deleteRetryMax)
+		pending = retry
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // call invokes the handler; a panic is an error, as in Lambda.

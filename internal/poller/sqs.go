@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +18,7 @@ import (
 // SQSAPI is what SQSSource calls (satisfied by *sqs.Client).
 type SQSAPI interface {
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, optFns ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
-	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, optFns ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
+	DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, optFns ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
 }
 
 // SQSWait is SQS's longest long poll, SQSSource's default wait.
@@ -28,7 +30,15 @@ const SQSWait = 20 * time.Second
 type SQSSource struct {
 	api              SQSAPI
 	url, arn, region string
+
+	// Visibility is the queue's visibility timeout: the poller retries a
+	// failed delete until shortly before it ends. Zero means SQS's
+	// default, 30 s.
+	Visibility time.Duration
 }
+
+// sqsDefaultVisibility is a queue's visibility timeout unless set.
+const sqsDefaultVisibility = 30 * time.Second
 
 // NewSQSSource polls the queue at queueURL; queueARN becomes every record's
 // eventSourceARN (and its region the record's awsRegion).
@@ -94,11 +104,53 @@ func (s *SQSSource) record(m types.Message) events.SQSMessage {
 	}
 }
 
-// Delete deletes a received message.
+// VisibilityTimeout is how long a received message stays hidden.
+func (s *SQSSource) VisibilityTimeout() time.Duration {
+	if s.Visibility > 0 {
+		return s.Visibility
+	}
+	return sqsDefaultVisibility
+}
+
+// Delete deletes a received message (a batch of one).
 func (s *SQSSource) Delete(ctx context.Context, receiptHandle string) error {
-	_, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(s.url), ReceiptHandle: aws.String(receiptHandle)})
-	if err != nil {
-		return fmt.Errorf("delete from %s: %w", s.url, err)
+	if f, ok := s.DeleteBatch(ctx, []string{receiptHandle})[receiptHandle]; ok {
+		return f.Err
 	}
 	return nil
+}
+
+// DeleteBatch deletes received messages with one DeleteMessageBatch call
+// per 10 (SQS's limit; a batch from Receive is never larger). A failed call
+// fails every entry retryably; an entry SQS refuses as the sender's fault
+// (an invalid or expired receipt handle) is not retryable.
+func (s *SQSSource) DeleteBatch(ctx context.Context, receiptHandles []string) map[string]DeleteFailure {
+	failed := map[string]DeleteFailure{}
+	for chunk := range slices.Chunk(receiptHandles, 10) {
+		in := &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(s.url)}
+		for i, h := range chunk {
+			in.Entries = append(in.Entries, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(h)})
+		}
+		out, err := s.api.DeleteMessageBatch(ctx, in)
+		if err != nil {
+			for _, h := range chunk {
+				failed[h] = DeleteFailure{Err: fmt.Errorf("delete batch from %s: %w", s.url, err), Retry: true}
+			}
+			continue
+		}
+		for _, e := range out.Failed {
+			i, err := strconv.Atoi(aws.ToString(e.Id))
+			if err != nil || i < 0 || i >= len(chunk) {
+				continue // not an id we sent
+			}
+			failed[chunk[i]] = DeleteFailure{
+				Err:   fmt.Errorf("delete from %s: %s: %s", s.url, aws.ToString(e.Code), aws.ToString(e.Message)),
+				Retry: !e.SenderFault,
+			}
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return failed
 }

@@ -27,11 +27,18 @@ var ErrUnavailable = errors.New("queue unavailable")
 
 // Retry budget. Buildkite waits about 5 s for an answer and never retries,
 // so the whole publish must end well inside that: DESIGN §3 asks for < 3 s.
+//
+// A slow queue is not a failing one: SendMessage may take seconds and still
+// land, and an attempt abandoned at its own timeout would turn a delivered
+// event into a 503. So an attempt may use all that is left of the budget,
+// and only fast failures (throttling, 5xx, a refused connection) are
+// retried, while at least minAttempt is left: a healthy SendMessage takes
+// tens of milliseconds.
 const (
-	publishBudget  = 2500 * time.Millisecond // all attempts and back-offs together
-	attemptTimeout = time.Second             // one SendMessage
-	maxAttempts    = 4                       // back-offs ~50, ~100, ~200 ms between them
-	baseBackoff    = 50 * time.Millisecond
+	publishBudget = 2700 * time.Millisecond // all attempts and back-offs together
+	minAttempt    = 250 * time.Millisecond  // no retry with less left
+	maxAttempts   = 4                       // back-offs ~50, ~100, ~200 ms between them
+	baseBackoff   = 50 * time.Millisecond
 )
 
 // SQSPublisher sends messages to one SQS FIFO queue with a bounded retry
@@ -42,21 +49,22 @@ type SQSPublisher struct {
 	queueURL string
 
 	// Test seams; NewSQSPublisher sets the production values.
-	budget, attemptTimeout time.Duration
-	maxAttempts            int
-	sleep                  func(context.Context, time.Duration) error
+	budget, minAttempt time.Duration
+	attemptCap         time.Duration // 0: an attempt may use the whole rest of the budget
+	maxAttempts        int
+	sleep              func(context.Context, time.Duration) error
 }
 
 // NewSQSPublisher returns a publisher for the FIFO queue at queueURL.
 // Build api with SQSOptions so the SDK does not retry underneath.
 func NewSQSPublisher(api SQSAPI, queueURL string) *SQSPublisher {
 	return &SQSPublisher{
-		api:            api,
-		queueURL:       queueURL,
-		budget:         publishBudget,
-		attemptTimeout: attemptTimeout,
-		maxAttempts:    maxAttempts,
-		sleep:          sleepCtx,
+		api:         api,
+		queueURL:    queueURL,
+		budget:      publishBudget,
+		minAttempt:  minAttempt,
+		maxAttempts: maxAttempts,
+		sleep:       sleepCtx,
 	}
 }
 
@@ -68,10 +76,13 @@ func SQSOptions(o *sqs.Options) {
 }
 
 // Publish sends m and returns the SQS MessageId. The group id is made safe
-// for SQS first (see SafeFIFOID). Throttling, 5xx, timeouts and network
-// errors are retried within a 2.5 s budget (less if ctx ends sooner); client
-// errors are not. Every failure wraps ErrUnavailable; the error names the
-// queue but never carries the message body.
+// for SQS first (see SafeFIFOID). One attempt may take the whole 2.7 s
+// budget (less if ctx ends sooner); throttling, 5xx and network errors that
+// come back with at least 250 ms of it left are retried, client errors are
+// not. Every failure wraps ErrUnavailable, and may still have been queued
+// (an attempt cut by the budget can land later): the same message sent
+// again is dropped by its MessageDeduplicationId. The error names the queue
+// but never carries the message body.
 func (p *SQSPublisher) Publish(ctx context.Context, m Message) (string, error) {
 	in := &sqs.SendMessageInput{
 		QueueUrl:       aws.String(p.queueURL),
@@ -90,7 +101,10 @@ func (p *SQSPublisher) Publish(ctx context.Context, m Message) (string, error) {
 	defer cancel()
 
 	for attempt := 1; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, p.attemptTimeout)
+		actx, acancel := ctx, context.CancelFunc(func() {})
+		if p.attemptCap > 0 {
+			actx, acancel = context.WithTimeout(ctx, p.attemptCap)
+		}
 		out, err := p.api.SendMessage(actx, in)
 		attemptTimedOut := actx.Err() != nil
 		acancel()
@@ -109,8 +123,8 @@ func (p *SQSPublisher) Publish(ctx context.Context, m Message) (string, error) {
 			return "", p.fail(attempt, "retries exhausted", err)
 		}
 		d := backoff(attempt)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
-			return "", p.fail(attempt, "retry budget ended", err)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d+p.minAttempt {
+			return "", p.fail(attempt, "too little of the retry budget left", err)
 		}
 		if serr := p.sleep(ctx, d); serr != nil {
 			return "", p.fail(attempt, "retry budget or caller context ended", err)

@@ -250,26 +250,10 @@ func TestPublishGivesUpAfterBoundedAttempts(t *testing.T) {
 	}
 }
 
-func TestPublishStopsAtBudget(t *testing.T) {
-	// Every attempt hangs until its own timeout. With a short budget and no
-	// practical attempt cap, the budget alone has to stop the loop (either
-	// the deadline, or a back-off that would outlast it): each attempt takes
-	// at least attemptTimeout, so there can be at most budget/attemptTimeout+1.
-	f := &fakeSQS{steps: []func(context.Context) (*sqs.SendMessageOutput, error){hangs}}
-	p, _ := newTestPublisher(f)
-	p.budget, p.attemptTimeout, p.maxAttempts = 100*time.Millisecond, 10*time.Millisecond, 1000
-	_, err := p.Publish(t.Context(), testMsg)
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want ErrUnavailable wrapping a deadline", err)
-	}
-	if n := f.n(); n < 1 || n > 11 {
-		t.Errorf("SendMessage calls = %d, want 1..11 within the budget", n)
-	}
-}
-
-func TestPublishAttemptContext(t *testing.T) {
-	// Each attempt gets its own deadline, no later than attemptTimeout, and
-	// an attempt that times out is retried.
+// A slow attempt is given the whole budget, not abandoned early: a
+// SendMessage that takes seconds may still land, and cutting it short would
+// answer 503 for a queued event. One that outlives the budget is not retried.
+func TestPublishSlowAttemptGetsTheBudget(t *testing.T) {
 	var deadlines []time.Duration
 	f := &fakeSQS{steps: []func(context.Context) (*sqs.SendMessageOutput, error){
 		func(ctx context.Context) (*sqs.SendMessageOutput, error) {
@@ -280,25 +264,48 @@ func TestPublishAttemptContext(t *testing.T) {
 			deadlines = append(deadlines, time.Until(dl))
 			return hangs(ctx)
 		},
-		func(ctx context.Context) (*sqs.SendMessageOutput, error) {
-			dl, ok := ctx.Deadline()
-			if !ok {
-				t.Error("attempt context has no deadline")
-			}
-			deadlines = append(deadlines, time.Until(dl))
-			return &sqs.SendMessageOutput{MessageId: aws.String("msg-2")}, nil
-		},
 	}}
 	p, _ := newTestPublisher(f)
-	p.attemptTimeout = 20 * time.Millisecond
-	id, err := p.Publish(t.Context(), testMsg)
-	if err != nil || id != "msg-2" {
-		t.Fatalf("Publish = %q, %v; want msg-2 after one timed-out attempt", id, err)
+	p.budget = 200 * time.Millisecond
+	_, err := p.Publish(t.Context(), testMsg)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want ErrUnavailable wrapping a deadline", err)
 	}
-	for i, d := range deadlines {
-		if d > 20*time.Millisecond {
-			t.Errorf("attempt %d deadline in %v, want within the 20ms attempt timeout", i+1, d)
-		}
+	if f.n() != 1 {
+		t.Errorf("SendMessage calls = %d, want 1: an attempt that used the budget leaves nothing to retry with", f.n())
+	}
+	if len(deadlines) == 1 && (deadlines[0] > 200*time.Millisecond || deadlines[0] < 150*time.Millisecond) {
+		t.Errorf("attempt deadline in %v, want the whole 200ms budget", deadlines[0])
+	}
+}
+
+// A fast failure is retried only while enough of the budget is left for an
+// attempt to succeed.
+func TestPublishRetriesOnlyWithTimeLeft(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		takes     time.Duration // each failing attempt
+		wantCalls int
+	}{
+		{"fast failures: every attempt", 0, maxAttempts},
+		{"slow failure: no time left to retry", 900 * time.Millisecond, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeSQS{steps: []func(context.Context) (*sqs.SendMessageOutput, error){
+				func(ctx context.Context) (*sqs.SendMessageOutput, error) {
+					time.Sleep(tc.takes)
+					return nil, errInternal
+				},
+			}}
+			p, _ := newTestPublisher(f)
+			p.budget, p.minAttempt = time.Second, 100*time.Millisecond
+			if _, err := p.Publish(t.Context(), testMsg); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("err = %v, want ErrUnavailable", err)
+			}
+			if f.n() != tc.wantCalls {
+				t.Errorf("SendMessage calls = %d, want %d", f.n(), tc.wantCalls)
+			}
+		})
 	}
 }
 

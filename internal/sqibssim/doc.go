@@ -5,8 +5,10 @@
 // connections) per call.
 //
 // Routes: POST on any path ending in /v1/process (so /v1/process and
-// /sqibs-api/v1/process both work); GET /incidents (JSON list); GET / (an
-// HTML page that refreshes itself). Other methods get 405, other paths 404.
+// /sqibs-api/v1/process both work); GET /incidents (JSON list); GET
+// /dead-letters (JSON list of the bridge's dead letters, when SetDeadLetters
+// gave it a source; 404 otherwise); GET / (an HTML page of both that
+// refreshes itself). Other methods get 405, other paths 404.
 //
 // What SQIBS documents and the simulator follows:
 //   - The token comes as `Authorization: Bearer <token>` or `?token=<token>`;

@@ -31,7 +31,13 @@ code{font-size:13px}
 </head>
 <body>
 <h1>SQIBS simulator</h1>
-<p class="muted">{{len .Open}} open, {{len .Resolved}} resolved, {{.Calls}} calls processed. Updated {{ts .Now}}; this page reloads every 3 s. JSON: <a href="/incidents">/incidents</a>.</p>
+<p class="muted">{{len .Open}} open, {{len .Resolved}} resolved, {{.Calls}} calls processed{{if .HasDead}}, {{len .Dead}} dead letters{{end}}. Updated {{ts .Now}}; this page reloads every 3 s. JSON: <a href="/incidents">/incidents</a>{{if .HasDead}}, <a href="/dead-letters">/dead-letters</a>{{end}}.</p>
+{{if .HasDead}}<h2 class="open">Dead letters</h2>
+{{if .Dead}}<p class="muted">Events the bridge gave up on: they changed no incident.</p>
+<table>
+<tr><th>Incident</th><th>Event</th><th>Build</th><th>Reason</th><th>Receives</th><th>At</th><th>Message ID</th></tr>
+{{range .Dead}}<tr><td><code>{{.IncidentID}}</code></td><td>{{.Event}}</td><td>{{with .Build}}{{.}}{{end}}</td><td class="open">{{.Reason}}</td><td>{{.Receives}}</td><td>{{ts .At}}</td><td><code>{{.MessageID}}</code></td></tr>
+{{end}}</table>{{else}}<p class="muted">None.</p>{{end}}{{end}}
 <h2 class="open">Open</h2>
 {{template "table" .Open}}
 <h2 class="resolved">Resolved</h2>
@@ -48,11 +54,14 @@ type pageData struct {
 	Open, Resolved []Incident
 	Calls          int
 	Now            time.Time
+	Dead           []DeadLetter
+	HasDead        bool // a dead-letter source is set
 }
 
 func (s *Server) servePage(w http.ResponseWriter) {
 	all := s.Incidents()
 	d := pageData{Calls: s.Calls(), Now: time.Now()}
+	d.Dead, d.HasDead = s.deadLetterList()
 	slices.Reverse(all) // newest first within each group
 	for _, in := range all {
 		if in.Status == StatusOpen {

@@ -63,6 +63,8 @@ type Server struct {
 	open      map[string]int  // id → index of its open incident
 	seen      map[string]bool // ids that ever had an incident
 	changed   chan struct{}   // closed and replaced on every change, for Wait
+
+	deadLetters func() []DeadLetter // SetDeadLetters
 }
 
 // New returns a simulator that accepts token. An empty token accepts

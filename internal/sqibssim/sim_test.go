@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const token = "test-sqibs-token"
@@ -279,6 +280,8 @@ func TestRoutes(t *testing.T) {
 		{"POST", "/incidents", 405, "GET, HEAD"},
 		{"GET", "/", 200, ""},
 		{"DELETE", "/", 405, "GET, HEAD"},
+		{"GET", "/dead-letters", 404, ""}, // no source set: the bridge's DLQ is SQS
+		{"POST", "/dead-letters", 405, "GET, HEAD"},
 		{"GET", "/nope", 404, ""},
 		{"POST", "/v1/process/", 404, ""},
 		{"POST", "/v1/processes", 404, ""},
@@ -627,5 +630,35 @@ func TestConcurrentTriggers(t *testing.T) {
 	}
 	if s.Calls() != n {
 		t.Errorf("Calls() = %d, want %d", s.Calls(), n)
+	}
+}
+
+// With a dead-letter source, GET /dead-letters lists it and the page shows
+// it, escaped; without one neither mentions dead letters.
+func TestDeadLetters(t *testing.T) {
+	s, ts := newSim(t)
+	if _, body := getBody(t, ts.URL+"/"); strings.Contains(body, "Dead letters") {
+		t.Error("page shows a dead-letter section with no source")
+	}
+	at := time.Date(2024, 8, 5, 12, 0, 0, 0, time.UTC)
+	var list []DeadLetter
+	s.SetDeadLetters(func() []DeadLetter { return list })
+	if resp, body := getBody(t, ts.URL+"/dead-letters"); resp.StatusCode != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("empty: %d %s, want 200 []", resp.StatusCode, body)
+	}
+	list = []DeadLetter{{MessageID: "m-1", Reason: "retry_window_exceeded", IncidentID: "acme/<b>x</b>/main", Event: "build.finished", Build: 42, Receives: 906, At: at}}
+	resp, body := getBody(t, ts.URL+"/dead-letters")
+	want := `[{"message_id":"m-1","reason":"retry_window_exceeded","incident_id":"acme/\u003cb\u003ex\u003c/b\u003e/main","event":"build.finished","build_number":42,"receives":906,"at":"2024-08-05T12:00:00Z"}]`
+	if resp.StatusCode != 200 || strings.TrimSpace(body) != want {
+		t.Errorf("GET /dead-letters = %d %s\nwant %s", resp.StatusCode, body, want)
+	}
+	_, page := getBody(t, ts.URL+"/")
+	for _, w := range []string{"Dead letters", "retry_window_exceeded", "acme/&lt;b&gt;x&lt;/b&gt;/main", "m-1", `href="/dead-letters"`, "1 dead letters"} {
+		if !strings.Contains(page, w) {
+			t.Errorf("page lacks %q", w)
+		}
+	}
+	if strings.Contains(page, "<b>x</b>") {
+		t.Error("page shows the incident id unescaped")
 	}
 }

@@ -16,7 +16,9 @@
 //     from sending a webhook to SQIBS receiving its incident event;
 //   - the peak RSS of each real bootstrap over many invocations (the receiver
 //     publishing to SQS FIFO on moto_server, the dispatcher posting to the
-//     SQIBS simulator).
+//     SQIBS simulator);
+//   - the drain after an SQIBS outage (internal/devstack's outage drill, on a
+//     compressed clock, converted back to real-world seconds).
 //
 // Goals are reported as met or missed; the exit status is non-zero only when
 // something could not be measured (2 for bad usage).
@@ -64,9 +66,10 @@ const (
 	secStart = "start"
 	secE2E   = "e2e"
 	secRSS   = "rss"
+	secRecov = "recovery"
 )
 
-var sections = []string{secGo, secSize, secStart, secE2E, secRSS}
+var sections = []string{secGo, secSize, secStart, secE2E, secRSS, secRecov}
 
 func (o options) runs(section string) bool {
 	return len(o.only) == 0 || slices.Contains(o.only, section)
@@ -201,6 +204,8 @@ var specs = []spec{
 	{"e2e_p99_ms", "ms", 2, atMost(250, "≤ 250 ms")},
 	{"receiver_rss_mb", "MiB", 1, atMost(30.0*mb/mib, "≤ 30 MB")},
 	{"dispatcher_rss_mb", "MiB", 1, atMost(30.0*mb/mib, "≤ 30 MB")},
+	// Every waiting incident's head is retried within MAX_BACKOFF (2 min).
+	{"recovery_drain_s", "s", 0, atMost(180, "≤ 3 min")},
 }
 
 // round keeps d decimals; NaN stays NaN.

@@ -208,7 +208,7 @@ func TestFormatNumber(t *testing.T) {
 var wantNames = []string{
 	"receiver_ns_op", "receiver_allocs_op", "dispatcher_map_ns_op", "receiver_bootstrap_bytes",
 	"dispatcher_bootstrap_bytes", "start_ratio_vs_hello", "e2e_webhooks_per_s", "e2e_p50_ms",
-	"e2e_p99_ms", "receiver_rss_mb", "dispatcher_rss_mb",
+	"e2e_p99_ms", "receiver_rss_mb", "dispatcher_rss_mb", "recovery_drain_s",
 }
 
 func sampleResults() Results {
@@ -220,6 +220,7 @@ func sampleResults() Results {
 			"start_ratio_vs_hello": 1.23456, "e2e_webhooks_per_s": 8623.7349, "e2e_p50_ms": 1.8749,
 			"e2e_p99_ms": 250, "receiver_rss_mb": 16.66,
 			// dispatcher_rss_mb not measured
+			"recovery_drain_s": 118.6,
 		},
 		Notes: []string{"a note"},
 	}
@@ -246,6 +247,7 @@ func TestWriteReport(t *testing.T) {
 		"bench: e2e_p99_ms=250",
 		"bench: receiver_rss_mb=16.7",
 		"bench: dispatcher_rss_mb=NaN",
+		"bench: recovery_drain_s=119",
 	}
 	if got := lines[len(lines)-len(wantTail):]; !slices.Equal(got, wantTail) {
 		t.Errorf("last lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantTail, "\n"))
@@ -274,6 +276,7 @@ func TestWriteReport(t *testing.T) {
 		"receiver_bootstrap_bytes": "met", "dispatcher_bootstrap_bytes": "MISSED",
 		"start_ratio_vs_hello": "MISSED", "e2e_webhooks_per_s": "met", "e2e_p50_ms": "-",
 		"e2e_p99_ms": "met", "receiver_rss_mb": "met", "dispatcher_rss_mb": "not measured",
+		"recovery_drain_s": "met",
 	} {
 		if r := row(name); !strings.HasSuffix(r, " "+want) {
 			t.Errorf("row %q: want result %q", r, want)
@@ -468,7 +471,7 @@ func TestMeasureAllSmoke(t *testing.T) {
 		t.Skip("opt in with -smoke (builds bootstraps, starts moto_server)")
 	}
 	o := options{starts: 2, webhooks: 100, senders: 4, pollers: 2, e2eTimeout: time.Minute, invocations: 5,
-		only: []string{secSize, secStart, secE2E, secRSS}}
+		only: []string{secSize, secStart, secE2E, secRSS, secRecov}}
 	res, err := measureAll(context.Background(), o, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 	if o.runs(secGo) {
 		errs = append(errs, goFigures(o.goBench, &res))
 	}
-	if !o.runs(secSize) && !o.runs(secStart) && !o.runs(secE2E) && !o.runs(secRSS) {
+	if !o.runs(secSize) && !o.runs(secStart) && !o.runs(secE2E) && !o.runs(secRSS) && !o.runs(secRecov) {
 		return res, errors.Join(errs...)
 	}
 	root, err := moduleRoot(ctx)
@@ -102,6 +102,11 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 		res.merge(recv)
 		res.merge(disp)
 		errs = append(errs, recvErr, dispErr)
+		done()
+	}
+	if o.runs(secRecov) {
+		done := step("recovery: a 10-minute SQIBS outage under steady traffic, on a clock 60× as fast")
+		errs = append(errs, recovery(ctx, root, &res))
 		done()
 	}
 	res.note("measured in %s on %s, %d CPUs", time.Since(begin).Round(time.Second), hostPlatform(), runtime.NumCPU())

@@ -59,7 +59,8 @@ func TestDevServerBinary(t *testing.T) {
 	if receiverURL == "" || simURL == "" {
 		t.Fatalf("no ready line; stderr:\n%s", stderr.String())
 	}
-	go io.Copy(io.Discard, stdout)
+	rest := make(chan string, 1) // what it prints after the ready line
+	go func() { b, _ := io.ReadAll(stdout); rest <- string(b) }()
 	if got, want := ports(strings.Join(printed, "\n")), readmeStartup(t); got != want {
 		t.Errorf("start-up lines differ from the README's Quick start:\ngot:\n%s\nREADME:\n%s", got, want)
 	}
@@ -88,7 +89,11 @@ func TestDevServerBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	var after string
+	go func() {
+		after = <-rest // read to EOF before Wait closes the pipe
+		done <- cmd.Wait()
+	}()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -96,6 +101,10 @@ func TestDevServerBinary(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("dev server did not stop within 30s of SIGTERM")
+	}
+	// The in-process queue's dead letters are listed at exit: here, none.
+	if !strings.Contains(after, "dead letters: none\n") {
+		t.Errorf("stdout after the ready line = %q; want the dead letters listed (none)", after)
 	}
 	delivered := false
 	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
