@@ -61,6 +61,8 @@ type Config struct {
 	// instead of the whole batch timing out and being redelivered, already
 	// delivered events included. DeliveryBudget(SQIBS_TIMEOUT) in Lambda.
 	Reserve time.Duration
+	// State is the incident state store (DESIGN §5b); nil keeps none.
+	State Store
 }
 
 // FinishTime is kept after the last delivery for reporting: setting retry
@@ -115,6 +117,7 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 	if log == nil {
 		log = slog.Default()
 	}
+	stateNotice(cfg, log)
 	return &Handler{cfg: cfg, send: send, vis: vis, dlq: dlq, log: log, metrics: m, now: time.Now, jitter: rand.Float64}
 }
 
@@ -238,6 +241,13 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		return true, 0
 	}
 	log = log.With("incident_id", d.ID, "status", d.Status)
+	guard, err := h.guard(ctx, env.Payload, &pl, log)
+	if err != nil {
+		return h.stateFailed(r, err, log)
+	}
+	if !guard.send() {
+		return h.skip(ctx, r, guard, log)
+	}
 	body, err := json.Marshal(pl)
 	if err != nil { // cannot happen with these types; treat as permanent
 		log.Error("encode SQIBS payload", "error", err.Error())
@@ -259,7 +269,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 			"created", res.Response.Triggered.Created, "trigger_duplicate", res.Response.Triggered.Duplicate,
 			"resolved", res.Response.Resolved.Resolved, "resolve_duplicate", res.Response.Resolved.Duplicate,
 			"attempts", res.Attempts, "latency", res.Latency)
-		return true, 0
+		return h.commit(ctx, r, guard, log)
 	}
 	var se *sqibs.Error
 	status, sbody := 0, ""

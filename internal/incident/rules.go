@@ -30,6 +30,10 @@ type Rules struct {
 	OnCanceled   bool
 	JobIncidents bool
 	Severity     string
+	// AlertAfterFailures is ALERT_AFTER_FAILURES: consecutive failed builds
+	// of a build incident before it triggers. Only the dispatcher's
+	// incident state (STATE_TABLE) can count them; without it, 1.
+	AlertAfterFailures int
 }
 
 // Severities SQIBS understands.
@@ -44,6 +48,8 @@ func LoadRules(r *config.Reader) Rules {
 		OnCanceled:   r.Bool("ALERT_ON_CANCELED", false),
 		JobIncidents: r.Bool("JOB_INCIDENTS", false),
 		Severity:     r.OneOf("SEVERITY", "high", severities...),
+		// 1000: a bound that catches a typo, far beyond any useful value.
+		AlertAfterFailures: int(r.Int("ALERT_AFTER_FAILURES", 1, 1, 1000)),
 	}
 }
 

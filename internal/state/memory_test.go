@@ -51,11 +51,11 @@ func TestMemoryListOpen(t *testing.T) {
 	now := time.Date(2024, 8, 5, 12, 0, 0, 0, time.UTC)
 	m.now = func() time.Time { return now }
 	for _, it := range []Item{
-		{ID: "late", Open: true, OpenedAt: now.Add(-time.Minute), ExpiresAt: now.Add(TTL)},
-		{ID: "early", Open: true, OpenedAt: now.Add(-time.Hour), ExpiresAt: now.Add(TTL)},
-		{ID: "closed", ExpiresAt: now.Add(TTL)},
-		{ID: "expired", Open: true, ExpiresAt: now.Add(-time.Second)},
-		{ID: "alias:p/main", AliasOf: "early", Open: true},
+		{ID: "late", Open: true, OpenedAt: now.Add(-time.Minute), UpdatedAt: now, ExpiresAt: now.Add(TTL)},
+		{ID: "early", Open: true, OpenedAt: now.Add(-time.Hour), UpdatedAt: now, ExpiresAt: now.Add(TTL)},
+		{ID: "closed", UpdatedAt: now, ExpiresAt: now.Add(TTL)},
+		{ID: "expired", Open: true, UpdatedAt: now.Add(-TTL), ExpiresAt: now.Add(-time.Second)},
+		{ID: "alias:p/main", AliasOf: "early", Open: true, UpdatedAt: now},
 	} {
 		if err := m.Put(ctx, &it); err != nil {
 			t.Fatal(err)

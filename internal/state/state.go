@@ -99,11 +99,12 @@ type Item struct {
 	ExpiresAt time.Time `dynamodbav:"expires_at,unixtime" json:"expires_at"`
 }
 
-// Live reports whether the item is stored and not past its expiry:
-// DynamoDB deletes expired items only eventually (within days), so a
-// reader must not trust them.
+// Live reports whether the item holds state (a corrupt item read back
+// holds only its version) and is not past its expiry: DynamoDB deletes
+// expired items only eventually (within days), so a reader must not
+// trust them.
 func (it *Item) Live(now time.Time) bool {
-	return it != nil && it.Version > 0 && (it.ExpiresAt.IsZero() || now.Before(it.ExpiresAt))
+	return it != nil && !it.UpdatedAt.IsZero() && (it.ExpiresAt.IsZero() || now.Before(it.ExpiresAt))
 }
 
 // FailingJobs lists the keys of the failing jobs of a step incident.
@@ -229,7 +230,7 @@ func Decide(prev *Item, ev Event, s Settings, now time.Time) Verdict {
 	} else if prev != nil {
 		next.Version = prev.Version // expired or unreadable: replaced, still conditionally
 	}
-	absent := next.UpdatedAt.IsZero()
+	absent := !prev.Live(now)
 	wasOpen := next.Open
 
 	var v Verdict
@@ -279,9 +280,8 @@ func Decide(prev *Item, ev Event, s Settings, now time.Time) Verdict {
 // applyBuild applies a build event: one order for the incident, and the
 // count of consecutive failed builds.
 func applyBuild(it *Item, ev Event, alertAfter int) Verdict {
-	if it.UpdatedAt.IsZero() {
-		// nothing stored: every order is newer
-	} else if c := ev.Order.Compare(it.Order); c <= 0 {
+	// With nothing stored (no time in the order), every event is newer.
+	if c := ev.Order.Compare(it.Order); c <= 0 && !it.Order.At.IsZero() {
 		return notNewer(c)
 	}
 	if !ev.Failed {
