@@ -35,7 +35,7 @@ const stateTimeout = time.Second
 type verdict struct {
 	state.Verdict
 	ev    state.Event
-	alias *state.Item // written with the trigger that opens an incident
+	alias *state.Item // written with a trigger that opens an incident (see Item.AliasKey)
 }
 
 func (v *verdict) send() bool { return v == nil || v.Send }
@@ -75,8 +75,9 @@ func (h *Handler) guard(ctx context.Context, p *buildkite.Payload, pl *incident.
 		}
 	}
 	v := &verdict{Verdict: state.Decide(prev, ev, state.Settings{AlertAfter: h.cfg.Rules.AlertAfterFailures}, now), ev: ev}
-	if v.Opened && ev.AliasKey != "" {
-		v.alias = &state.Item{ID: ev.AliasKey, AliasOf: ev.ID, Version: state.Any, UpdatedAt: now, ExpiresAt: now.Add(state.TTL).Truncate(time.Second)}
+	if n := v.Next; v.Opened && ev.AliasKey != "" && (n.AliasKey != ev.AliasKey || now.After(n.AliasExpires.Add(-state.TTL/2))) {
+		v.alias = &state.Item{ID: ev.AliasKey, AliasOf: ev.ID, Version: state.Any, UpdatedAt: now, ExpiresAt: n.ExpiresAt}
+		n.AliasKey, n.AliasExpires = ev.AliasKey, n.ExpiresAt
 	}
 	return v, nil
 }

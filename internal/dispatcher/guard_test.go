@@ -370,3 +370,25 @@ func TestNoStateSaysSoOnce(t *testing.T) {
 		t.Errorf("logged %d times after deliveries; want once", n)
 	}
 }
+
+// The alias item is written when an incident first opens, and again only
+// once it is half way to its expiry: reopening costs no extra write.
+func TestGuardAliasWrittenOnce(t *testing.T) {
+	r, st := stateRig(t, 1, nil)
+	clock := testutil.NewClock(t0)
+	r.h.now = clock.Now
+	for i, outcome := range []string{"failed", "passed", "failed", "passed"} {
+		r.deliver(t, record(t, fmt.Sprintf("m%d", i), "build_finished_"+outcome+".json", onBranch("main", int64(10+i), outcome)))
+	}
+	if gets, puts := st.calls(); gets != 4+1 || puts != 4+1 {
+		t.Errorf("%d reads and %d writes for 4 events; want 5 and 5: the alias read and written once", gets, puts)
+	}
+	clock.Advance(46 * 24 * time.Hour)
+	r.deliver(t, record(t, "m5", "build_finished_failed.json", onBranch("main", 20, "failed")))
+	if _, puts := st.calls(); puts != 5+2 {
+		t.Errorf("%d writes; want the alias rewritten half way to its expiry", puts)
+	}
+	if al := st.item(t, "alias:018f0c3e-8b2a-4d41-9f3c-2a6e5d7b1c90/main"); !al.ExpiresAt.Equal(clock.Now().Add(state.TTL).Truncate(time.Second)) {
+		t.Errorf("alias expires %s", al.ExpiresAt)
+	}
+}

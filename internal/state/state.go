@@ -90,10 +90,15 @@ type Item struct {
 	// oldest build whose jobs still count (see applyJob).
 	Jobs  map[string]Job `dynamodbav:"jobs,omitempty" json:"jobs,omitempty"`
 	Floor int64          `dynamodbav:"floor,omitempty" json:"floor,omitempty"`
-	// AliasOf, on an alias item (AliasKey), is the incident id that the
-	// pipeline's id and branch last opened, so a renamed pipeline resolves
-	// the incident its old slug opened.
-	AliasOf   string    `dynamodbav:"alias_of,omitempty" json:"alias_of,omitempty"`
+	// AliasOf, on an alias item (Event.AliasKey), is the incident id that
+	// the pipeline's id and branch last opened, so a renamed pipeline
+	// resolves the incident its old slug opened. AliasKey and
+	// AliasExpires, on an incident, say which alias item was written for it
+	// and until when it lives, so that an opening rewrites it only when
+	// it is missing or half way to its expiry.
+	AliasOf      string    `dynamodbav:"alias_of,omitempty" json:"alias_of,omitempty"`
+	AliasKey     string    `dynamodbav:"alias_key,omitempty" json:"alias_key,omitempty"`
+	AliasExpires time.Time `dynamodbav:"alias_expires_at,omitempty" json:"alias_expires_at,omitzero"`
 	UpdatedAt time.Time `dynamodbav:"updated_at" json:"updated_at"`
 	// ExpiresAt is DynamoDB's TTL attribute (epoch seconds in the table).
 	ExpiresAt time.Time `dynamodbav:"expires_at,unixtime" json:"expires_at"`
