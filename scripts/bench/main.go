@@ -14,6 +14,8 @@
 //   - end to end on this machine (internal/devstack: receiver, in-process
 //     FIFO queue, dispatcher, SQIBS simulator): webhooks/s and the latency
 //     from sending a webhook to SQIBS receiving its incident event;
+//   - DynamoDB calls per event end to end with the incident state table
+//     on moto_server, counted by a proxy in front of it;
 //   - the peak RSS of each real bootstrap over many invocations (the receiver
 //     publishing to SQS FIFO on moto_server, the dispatcher posting to the
 //     SQIBS simulator).
@@ -63,10 +65,11 @@ const (
 	secSize  = "size"
 	secStart = "start"
 	secE2E   = "e2e"
+	secState = "state"
 	secRSS   = "rss"
 )
 
-var sections = []string{secGo, secSize, secStart, secE2E, secRSS}
+var sections = []string{secGo, secSize, secStart, secE2E, secState, secRSS}
 
 func (o options) runs(section string) bool {
 	return len(o.only) == 0 || slices.Contains(o.only, section)
@@ -201,6 +204,8 @@ var specs = []spec{
 	{"e2e_p99_ms", "ms", 2, atMost(250, "≤ 250 ms")},
 	{"receiver_rss_mb", "MiB", 1, atMost(30.0*mb/mib, "≤ 30 MB")},
 	{"dispatcher_rss_mb", "MiB", 1, atMost(30.0*mb/mib, "≤ 30 MB")},
+	// No goal: one read and one conditional write per event is the floor.
+	{"state_calls_per_event", "calls", 2, goal{}},
 }
 
 // round keeps d decimals; NaN stays NaN.
