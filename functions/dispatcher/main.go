@@ -45,7 +45,7 @@ func main() {
 		dlq = &queue.SQSDeadLetter{API: sqsClient, URL: cfg.DLQURL}
 	}
 	if cfg.StateTable != "" {
-		cfg.Handler.State = dynamo.New(app.DynamoDBClient(awsCfg), cfg.StateTable)
+		cfg.Handler.State = dynamo.New(dynamo.NewClient(awsCfg), cfg.StateTable)
 	}
 	m := metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME"))
 	h := dispatcher.New(cfg.Handler, client, &queue.SQSVisibility{API: sqsClient}, dlq, log, m)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
@@ -62,14 +61,6 @@ func SecretsClient(cfg aws.Config) *secretsmanager.Client {
 			o.BaseEndpoint = ep
 		}
 	})
-}
-
-// DynamoDBClient is a DynamoDB client honouring AWS_ENDPOINT_URL_DYNAMODB.
-func DynamoDBClient(cfg aws.Config, opts ...func(*dynamodb.Options)) *dynamodb.Client {
-	if ep := awsenv.Endpoint(os.LookupEnv, "DynamoDB"); ep != nil {
-		opts = append(opts, func(o *dynamodb.Options) { o.BaseEndpoint = ep })
-	}
-	return dynamodb.NewFromConfig(cfg, opts...)
 }
 
 // TokenSpec names the two ways a token can be configured.

@@ -216,7 +216,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			s.closeServers()
 			return nil, err
 		}
-		s.State = dynamo.New(app.DynamoDBClient(cfg), dcfg.StateTable)
+		s.State = dynamo.New(dynamo.NewClient(cfg), dcfg.StateTable)
 		log.Info("incident state in DynamoDB", "table", dcfg.StateTable)
 	} else {
 		s.State = state.NewMemory()

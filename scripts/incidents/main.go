@@ -22,7 +22,6 @@ import (
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
-	"github.com/callgoose/buildkite-sqibs/internal/app"
 	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 )
 
@@ -66,7 +65,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "incidents: load AWS config:", err)
 		return 1
 	}
-	items, err := dynamo.New(app.DynamoDBClient(cfg), *table).ListOpen(ctx)
+	items, err := dynamo.New(dynamo.NewClient(cfg), *table).ListOpen(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "incidents:", err)
 		return 1

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/callgoose/buildkite-sqibs/internal/awsenv"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
 )
 
@@ -23,6 +25,17 @@ type API interface {
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+}
+
+// NewClient is a DynamoDB client honouring AWS_ENDPOINT_URL_DYNAMODB
+// (moto, LocalStack) whichever loader built cfg. It lives here, not in
+// internal/app, so that only the binaries keeping state link DynamoDB.
+func NewClient(cfg aws.Config) *dynamodb.Client {
+	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+		if ep := awsenv.Endpoint(os.LookupEnv, "DynamoDB"); ep != nil {
+			o.BaseEndpoint = ep
+		}
+	})
 }
 
 // Store keeps incident state in one DynamoDB table.
