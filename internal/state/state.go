@@ -99,7 +99,7 @@ type Item struct {
 	AliasOf      string    `dynamodbav:"alias_of,omitempty" json:"alias_of,omitempty"`
 	AliasKey     string    `dynamodbav:"alias_key,omitempty" json:"alias_key,omitempty"`
 	AliasExpires time.Time `dynamodbav:"alias_expires_at,omitempty" json:"alias_expires_at,omitzero"`
-	UpdatedAt time.Time `dynamodbav:"updated_at" json:"updated_at"`
+	UpdatedAt    time.Time `dynamodbav:"updated_at" json:"updated_at"`
 	// ExpiresAt is DynamoDB's TTL attribute (epoch seconds in the table).
 	ExpiresAt time.Time `dynamodbav:"expires_at,unixtime" json:"expires_at"`
 }
