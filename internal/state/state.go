@@ -82,7 +82,8 @@ type Item struct {
 	// streak; OpenedAt that of the trigger that opened the incident.
 	FirstFailure time.Time `dynamodbav:"first_failure_at,omitempty" json:"first_failure_at,omitzero"`
 	OpenedAt     time.Time `dynamodbav:"opened_at,omitempty" json:"opened_at,omitzero"`
-	// What was last applied: status (sent or not), URL, pipeline slug.
+	// The status last sent to SQIBS, and the URL and pipeline slug of the
+	// last event applied (sent or not).
 	LastStatus string `dynamodbav:"last_status,omitempty" json:"last_status,omitempty"`
 	LastURL    string `dynamodbav:"last_url,omitempty" json:"last_url,omitempty"`
 	Pipeline   string `dynamodbav:"pipeline,omitempty" json:"pipeline,omitempty"`
@@ -255,7 +256,10 @@ func Decide(prev *Item, ev Event, s Settings, now time.Time) Verdict {
 	if next.Order.Compare(ev.Order) < 0 {
 		next.Order = ev.Order
 	}
-	next.LastStatus, next.LastURL, next.Pipeline = ev.Status, ev.URL, ev.Pipeline
+	if v.Send {
+		next.LastStatus = ev.Status
+	}
+	next.LastURL, next.Pipeline = ev.URL, ev.Pipeline
 	next.AliasOf = ""
 	next.UpdatedAt = now
 	next.ExpiresAt = now.Add(TTL).Truncate(time.Second)

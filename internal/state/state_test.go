@@ -326,6 +326,10 @@ func TestDecideItem(t *testing.T) {
 	if it.Failures != 1 {
 		t.Error("Decide changed the item it was given")
 	}
+	// LastStatus is what was last sent: a held-back failure leaves it.
+	if n := Decide(nil, build(t, "failed", 10, 0), Settings{AlertAfter: 2}, now).Next; n.LastStatus != "" || n.LastURL == "" {
+		t.Errorf("below the threshold: last status %q, URL %q; want none sent, the URL kept", n.LastStatus, n.LastURL)
+	}
 	// A step item's jobs are copied, not shared.
 	s := Decide(nil, shard(t, true, 1, 0, "", 0), Settings{}, now).Next
 	s.Version = 1

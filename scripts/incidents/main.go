@@ -2,7 +2,7 @@
 // state table (DESIGN §5b): id, since when, consecutive failed builds, the
 // failing jobs of a step incident, and the last build's URL.
 //
-//	go run ./scripts/incidents -table <StateTableName output> [-json]
+//	go run ./scripts/incidents -table <StateTableName output> [-json] [-create]
 //
 // AWS credentials, region and profile come from the usual AWS environment;
 // AWS_ENDPOINT_URL_DYNAMODB reaches moto or LocalStack.
@@ -25,10 +25,11 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 )
 
-const usage = `usage: incidents [-table <name>] [-json]
+const usage = `usage: incidents [-table <name>] [-json] [-create]
 
 Lists the open incidents in the incident state table (the stack output
-StateTableName; default $STATE_TABLE), oldest first.`
+StateTableName; default $STATE_TABLE), oldest first. -create first creates
+the table as the stack does, for make dev against moto or LocalStack.`
 
 func main() { os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
 
@@ -50,6 +51,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	table := fs.String("table", getenv("STATE_TABLE"), "incident state table (stack output StateTableName)")
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	timeout := fs.Duration("timeout", time.Minute, "time allowed for the listing")
+	create := fs.Bool("create", false, "create the table first (local emulators; in AWS the stack creates it)")
 	fs.Usage = func() { fmt.Fprintln(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -65,7 +67,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "incidents: load AWS config:", err)
 		return 1
 	}
-	items, err := dynamo.New(dynamo.NewClient(cfg), *table).ListOpen(ctx)
+	client := dynamo.NewClient(cfg)
+	if *create {
+		if err := dynamo.CreateTable(ctx, client, *table); err != nil {
+			fmt.Fprintln(stderr, "incidents:", err)
+			return 1
+		}
+	}
+	items, err := dynamo.New(client, *table).ListOpen(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "incidents:", err)
 		return 1

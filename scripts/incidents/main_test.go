@@ -112,6 +112,9 @@ func TestUsageAndErrors(t *testing.T) {
 	if code, _, errOut := runCmd("-table", "no-such-table"); code != 1 || !strings.Contains(errOut, "no-such-table") {
 		t.Errorf("missing table: exit %d, %q", code, errOut)
 	}
+	if code, out, errOut := runCmd("-table", "made-here", "-create"); code != 0 || !strings.Contains(out, "0 open incident(s) in made-here") {
+		t.Errorf("-create: exit %d, %q %q", code, out, errOut)
+	}
 	var stdout, stderr bytes.Buffer
 	if code := run(nil, func(k string) string { return map[string]string{"STATE_TABLE": "from-env"}[k] }, &stdout, &stderr); code != 1 ||
 		!strings.Contains(stderr.String(), "from-env") {
