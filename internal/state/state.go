@@ -87,6 +87,11 @@ type Item struct {
 	LastStatus string `dynamodbav:"last_status,omitempty" json:"last_status,omitempty"`
 	LastURL    string `dynamodbav:"last_url,omitempty" json:"last_url,omitempty"`
 	Pipeline   string `dynamodbav:"pipeline,omitempty" json:"pipeline,omitempty"`
+	// Branch, and Step (the step key or job name) of a step incident: what
+	// the id is made of, kept apart because a branch may hold "#" (for the
+	// reconciler, which asks Buildkite about the branch).
+	Branch string `dynamodbav:"branch,omitempty" json:"branch,omitempty"`
+	Step   string `dynamodbav:"step,omitempty" json:"step,omitempty"`
 	// Jobs are a step incident's jobs by key within the step; Floor is the
 	// oldest build whose jobs still count (see applyJob).
 	Jobs  map[string]Job `dynamodbav:"jobs,omitempty" json:"jobs,omitempty"`
@@ -135,6 +140,8 @@ type Event struct {
 	Step     bool   // a step (job) incident
 	URL      string
 	Pipeline string // slug, the recovery metric's dimension
+	Branch   string
+	StepName string // step incidents: the step key or job name of the id
 	// AliasKey names the alias item of this event's pipeline id and
 	// branch (and step); "" when the payload has no pipeline id.
 	AliasKey string
@@ -156,6 +163,8 @@ func Observe(p *buildkite.Payload, e incident.Event) (Event, error) {
 		Order:    Order{Build: e.BuildNumber, At: at},
 		URL:      e.URL,
 		Pipeline: e.Pipeline,
+		Branch:   e.Branch,
+		StepName: e.Job,
 		Step:     e.Job != "",
 	}
 	if b := p.Build; b != nil {
@@ -259,7 +268,7 @@ func Decide(prev *Item, ev Event, s Settings, now time.Time) Verdict {
 	if v.Send {
 		next.LastStatus = ev.Status
 	}
-	next.LastURL, next.Pipeline = ev.URL, ev.Pipeline
+	next.LastURL, next.Pipeline, next.Branch, next.Step = ev.URL, ev.Pipeline, ev.Branch, ev.StepName
 	next.AliasOf = ""
 	next.UpdatedAt = now
 	next.ExpiresAt = now.Add(TTL).Truncate(time.Second)

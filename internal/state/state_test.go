@@ -309,7 +309,7 @@ func TestDecideItem(t *testing.T) {
 	if it.ID != "acme/deploy-api/main" || !it.Open || it.Failures != 1 || !it.OpenedAt.Equal(at(0)) || !it.FirstFailure.Equal(at(0)) {
 		t.Errorf("item after the first failure: %+v", it)
 	}
-	if it.Order != (Order{Build: 10, At: at(0)}) || it.LastStatus != incident.StatusFailed || it.Pipeline != "deploy-api" {
+	if it.Order != (Order{Build: 10, At: at(0)}) || it.LastStatus != incident.StatusFailed || it.Pipeline != "deploy-api" || it.Branch != "main" || it.Step != "" {
 		t.Errorf("item order/last: %+v", it)
 	}
 	if it.LastURL != "https://buildkite.com/acme/deploy-api/builds/1234" { // the fixture's web_url
@@ -337,8 +337,8 @@ func TestDecideItem(t *testing.T) {
 	if len(s.Jobs) != 1 {
 		t.Errorf("Decide changed the jobs of the item it was given: %v", s.Jobs)
 	}
-	if got := s.FailingJobs(); !slices.Equal(got, []string{":go: test/0"}) {
-		t.Errorf("failing jobs %q", got)
+	if got := s.FailingJobs(); !slices.Equal(got, []string{":go: test/0"}) || s.Step != "test" || s.Branch != "main" {
+		t.Errorf("failing jobs %q, step %q, branch %q", got, s.Step, s.Branch)
 	}
 }
 
@@ -347,7 +347,7 @@ func TestObserve(t *testing.T) {
 	want := Event{
 		ID: "acme/deploy-api/main", Failed: true, Status: incident.StatusFailed,
 		Order: Order{Build: 1234, At: at(0)}, BuildID: "build-1234",
-		URL: "https://buildkite.com/acme/deploy-api/builds/1234", Pipeline: "deploy-api",
+		URL: "https://buildkite.com/acme/deploy-api/builds/1234", Pipeline: "deploy-api", Branch: "main",
 		AliasKey: "alias:018f0c3e-8b2a-4d41-9f3c-2a6e5d7b1c90/main",
 	}
 	if ev != want {
@@ -357,7 +357,7 @@ func TestObserve(t *testing.T) {
 		t.Errorf("rebuild: %+v; want ordered as #12", ev)
 	}
 	j := shard(t, true, 5, 3, "", 0)
-	if !j.Step || j.Job != ":go: test/3" || j.ID != "acme/deploy-api/main#test" || j.AliasKey != "alias:018f0c3e-8b2a-4d41-9f3c-2a6e5d7b1c90/main#test" {
+	if !j.Step || j.Job != ":go: test/3" || j.StepName != "test" || j.ID != "acme/deploy-api/main#test" || j.AliasKey != "alias:018f0c3e-8b2a-4d41-9f3c-2a6e5d7b1c90/main#test" {
 		t.Errorf("shard: %+v", j)
 	}
 	if m := shard(t, false, 5, -1, "test linux", 0); m.Job != "test linux" {
