@@ -241,12 +241,12 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		return true, 0
 	}
 	log = log.With("incident_id", d.ID, "status", d.Status)
-	guard, err := h.guard(ctx, env.Payload, &pl, log)
+	guarded, err := h.guard(ctx, env.Payload, &pl, log)
 	if err != nil {
 		return h.stateFailed(r, err, log)
 	}
-	if !guard.send() {
-		return h.skip(ctx, r, guard, log)
+	if !guarded.send() {
+		return h.skip(ctx, r, guarded, log)
 	}
 	body, err := json.Marshal(pl)
 	if err != nil { // cannot happen with these types; treat as permanent
@@ -269,7 +269,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 			"created", res.Response.Triggered.Created, "trigger_duplicate", res.Response.Triggered.Duplicate,
 			"resolved", res.Response.Resolved.Resolved, "resolve_duplicate", res.Response.Resolved.Duplicate,
 			"attempts", res.Attempts, "latency", res.Latency)
-		return h.commit(ctx, r, guard, log)
+		return h.commit(ctx, r, guarded, log)
 	}
 	var se *sqibs.Error
 	status, sbody := 0, ""
