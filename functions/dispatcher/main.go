@@ -14,6 +14,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
+	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 )
 
 func main() {
@@ -42,6 +43,9 @@ func main() {
 	var dlq dispatcher.DeadLetters
 	if cfg.DLQURL != "" {
 		dlq = &queue.SQSDeadLetter{API: sqsClient, URL: cfg.DLQURL}
+	}
+	if cfg.StateTable != "" {
+		cfg.Handler.State = dynamo.New(dynamo.NewClient(awsCfg), cfg.StateTable)
 	}
 	m := metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME"))
 	h := dispatcher.New(cfg.Handler, client, &queue.SQSVisibility{API: sqsClient}, dlq, log, m)

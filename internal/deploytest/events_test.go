@@ -440,12 +440,12 @@ func TestEnvFile(t *testing.T) {
 	if err := json.Unmarshal(b, &file); err != nil {
 		t.Fatalf("env.json: %v", err)
 	}
-	rules := []string{"ALERT_BRANCHES", "ALERT_PIPELINES", "ALERT_ON_FAILING", "ALERT_ON_CANCELED", "ALERT_PULL_REQUESTS", "JOB_INCIDENTS", "SEVERITY", "SECRET_TTL", "AWS_ENDPOINT_URL_SQS"}
+	rules := []string{"ALERT_BRANCHES", "ALERT_PIPELINES", "ALERT_ON_FAILING", "ALERT_ON_CANCELED", "ALERT_PULL_REQUESTS", "JOB_INCIDENTS", "SEVERITY", "ALERT_AFTER_FAILURES", "SECRET_TTL", "AWS_ENDPOINT_URL_SQS"}
 	known := map[string][]string{
 		"ReceiverFunction": append([]string{"QUEUE_URL", "WEBHOOK_TOKEN_SECRET_ARN", "BUILDKITE_WEBHOOK_TOKEN",
 			"SIGNATURE_MAX_AGE", "MAX_BODY_BYTES", "ALLOW_TOKEN_HEADER"}, rules...),
 		"DispatcherFunction": append([]string{"SQIBS_URL", "SQIBS_TOKEN_SECRET_ARN", "SQIBS_API_TOKEN", "SQIBS_AUTH",
-			"SQIBS_FROM", "SQIBS_TIMEOUT", "DLQ_URL", "RETRY_FOR", "MAX_BACKOFF"}, rules...),
+			"SQIBS_FROM", "SQIBS_TIMEOUT", "DLQ_URL", "RETRY_FOR", "MAX_BACKOFF", "STATE_TABLE", "AWS_ENDPOINT_URL_DYNAMODB"}, rules...),
 	}
 	if len(file) != len(known) {
 		t.Errorf("env.json sections = %d, want exactly ReceiverFunction and DispatcherFunction", len(file))

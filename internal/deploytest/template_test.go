@@ -359,6 +359,10 @@ func TestDispatcherPermissions(t *testing.T) {
 		// Permanent failures, at once.
 		"sqs:SendMessage":               {"DeadLetterQueue"},
 		"secretsmanager:GetSecretValue": {"SqibsTokenSecret"},
+		// Incident state: the two calls the dispatcher makes, on its table
+		// (no Scan, Query, UpdateItem or DeleteItem).
+		"dynamodb:GetItem": {"StateTable"},
+		"dynamodb:PutItem": {"StateTable"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("dispatcher may do\n%v\nwant exactly\n%v", got, want)
@@ -671,14 +675,15 @@ func TestSQSEvent(t *testing.T) {
 
 // ruleVars are read by both functions (DESIGN §2, Rules), from one parameter each.
 var ruleVars = map[string]string{
-	"ALERT_BRANCHES":      "AlertBranches",
-	"ALERT_PIPELINES":     "AlertPipelines",
-	"ALERT_ON_FAILING":    "AlertOnFailing",
-	"ALERT_ON_CANCELED":   "AlertOnCanceled",
-	"ALERT_PULL_REQUESTS": "AlertPullRequests",
-	"JOB_INCIDENTS":       "JobIncidents",
-	"SEVERITY":            "Severity",
-	"SECRET_TTL":          "SecretTtl",
+	"ALERT_BRANCHES":       "AlertBranches",
+	"ALERT_PIPELINES":      "AlertPipelines",
+	"ALERT_ON_FAILING":     "AlertOnFailing",
+	"ALERT_ON_CANCELED":    "AlertOnCanceled",
+	"ALERT_PULL_REQUESTS":  "AlertPullRequests",
+	"JOB_INCIDENTS":        "JobIncidents",
+	"SEVERITY":             "Severity",
+	"ALERT_AFTER_FAILURES": "AlertAfterFailures",
+	"SECRET_TTL":           "SecretTtl",
 }
 
 func TestEnvironment(t *testing.T) {
@@ -704,13 +709,14 @@ func TestEnvironment(t *testing.T) {
 			"DLQ_URL":                "DeadLetterQueue.QueueUrl",
 			"RETRY_FOR":              "RetryFor",
 			"MAX_BACKOFF":            "MaxBackoff",
+			"STATE_TABLE":            "StateTable.",
 		},
 	}
 	// Declared only so `sam local invoke --env-vars` can set them, and empty
 	// (= unset) in the template: no token ever lives in a Lambda environment.
 	localOnly := map[string][]string{
 		"ReceiverFunction":   {"BUILDKITE_WEBHOOK_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"},
-		"DispatcherFunction": {"SQIBS_API_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"},
+		"DispatcherFunction": {"SQIBS_API_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_DYNAMODB"},
 	}
 	for fn, vars := range want {
 		maps.Copy(vars, ruleVars)
@@ -774,6 +780,7 @@ func TestParameters(t *testing.T) {
 		{"AlertPullRequests", "false"},
 		{"JobIncidents", "false"},
 		{"Severity", "high"},
+		{"AlertAfterFailures", "1"},
 	} {
 		p, ok := params[tc.param].(map[string]any)
 		if !ok {
@@ -794,6 +801,72 @@ func TestParameters(t *testing.T) {
 	if got := strList(dig(params, "SqibsAuth", "AllowedValues")); !slices.Equal(got, []string{"header", "query"}) {
 		t.Errorf("SqibsAuth AllowedValues = %v", got)
 	}
+}
+
+// TestStateTable: the incident state table of DESIGN §5b, as the dispatcher
+// and internal/state/dynamo use it.
+func TestStateTable(t *testing.T) {
+	tpl := loadTemplate(t)
+	p := tpl.props(t, "StateTable", "AWS::DynamoDB::Table")
+	if p["BillingMode"] != "PAY_PER_REQUEST" {
+		t.Errorf("BillingMode = %v; want PAY_PER_REQUEST (on-demand)", p["BillingMode"])
+	}
+	if got, want := p["KeySchema"], []any{map[string]any{"AttributeName": "id", "KeyType": "HASH"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("KeySchema = %v; want only the partition key id", got)
+	}
+	if got, want := p["AttributeDefinitions"], []any{map[string]any{"AttributeName": "id", "AttributeType": "S"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("AttributeDefinitions = %v; want id as a string", got)
+	}
+	if got := p["TimeToLiveSpecification"]; !reflect.DeepEqual(got, map[string]any{"AttributeName": "expires_at", "Enabled": true}) {
+		t.Errorf("TimeToLiveSpecification = %v; want expires_at, enabled", got)
+	}
+	if dig(p, "SSESpecification", "SSEEnabled") != true {
+		t.Errorf("SSESpecification = %v; want SSEEnabled true", p["SSESpecification"])
+	}
+	pitr := dig(p, "PointInTimeRecoverySpecification", "PointInTimeRecoveryEnabled")
+	if got, want := pitr, map[string]any{"Fn::If": []any{"HasStatePointInTimeRecovery", true, false}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("PointInTimeRecoveryEnabled = %#v; want it to follow StatePointInTimeRecovery", got)
+	}
+	if got := dig(tpl, "Conditions", "HasStatePointInTimeRecovery"); !reflect.DeepEqual(got, map[string]any{
+		"Fn::Equals": []any{map[string]any{"Ref": "StatePointInTimeRecovery"}, "true"}}) {
+		t.Errorf("HasStatePointInTimeRecovery = %#v", got)
+	}
+	if got := strList(dig(tpl, "Parameters", "StatePointInTimeRecovery", "AllowedValues")); !slices.Equal(got, []string{"true", "false"}) {
+		t.Errorf("StatePointInTimeRecovery AllowedValues = %v", got)
+	}
+	// No other resource names the table: the receiver (checked exactly by
+	// TestReceiverPermissions) cannot reach it, and only the dispatcher
+	// reads STATE_TABLE.
+	for id, r := range dig(tpl, "Resources").(map[string]any) {
+		if id == "StateTable" || id == "DispatcherFunction" || id == "DispatcherRole" {
+			continue
+		}
+		if refersTo(r, "StateTable") {
+			t.Errorf("%s refers to StateTable", id)
+		}
+	}
+}
+
+// refersTo reports whether v holds a !Ref or !GetAtt of id.
+func refersTo(v any, id string) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		if target, _ := refTarget(v); target == id {
+			return true
+		}
+		for _, e := range v {
+			if refersTo(e, id) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if refersTo(e, id) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func TestSecrets(t *testing.T) {

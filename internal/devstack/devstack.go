@@ -34,6 +34,8 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/state"
+	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 )
 
 // Defaults of DESIGN §6. They are not secrets: they only exist on a laptop.
@@ -65,6 +67,7 @@ type Stack struct {
 	Sim         *sqibssim.Server // nil when SQIBS_URL is used
 	Queue       *memqueue.Queue  // nil when QUEUE_URL is used
 	Dispatcher  *dispatcher.Handler
+	State       StateStore // the in-process store, or DynamoDB when STATE_TABLE is set
 	Log         *slog.Logger
 
 	recvSrv, simSrv *http.Server
@@ -80,6 +83,13 @@ type Stack struct {
 	pollSrc  poller.Source
 	pollOpts poller.Options
 	closed   bool // Shutdown began: no restart
+}
+
+// StateStore is the dispatcher's incident state, which can also list the
+// open incidents (*state.Memory, *dynamo.Store).
+type StateStore interface {
+	dispatcher.Store
+	ListOpen(ctx context.Context) ([]state.Item, error)
 }
 
 // Start brings the stack up and returns once the receiver is listening.
@@ -218,6 +228,21 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		}
 	}
 
+	// Incident state: DynamoDB when STATE_TABLE names a table
+	// (AWS_ENDPOINT_URL_DYNAMODB reaches moto), else in process.
+	if dcfg.StateTable != "" {
+		cfg, err := awsConfig()
+		if err != nil {
+			s.closeServers()
+			return nil, err
+		}
+		s.State = dynamo.New(dynamo.NewClient(cfg), dcfg.StateTable)
+		log.Info("incident state in DynamoDB", "table", dcfg.StateTable)
+	} else {
+		s.State = state.NewMemory()
+		log.Info("STATE_TABLE is not set: incident state is kept in process and lost at exit")
+	}
+	dcfg.Handler.State = s.State
 	s.Dispatcher = dispatcher.New(dcfg.Handler, client, vis, dlq, log, m)
 	po := o.Poller
 	if po.Log == nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
 )
@@ -352,7 +353,8 @@ func TestDefaultTokensArePrinted(t *testing.T) {
 	h.wait("incident open", func(s *sqibssim.Server) bool { _, ok := s.Open("acme/deploy-api/main"); return ok })
 }
 
-// The same scenario through SQS FIFO (with a DLQ) and Secrets Manager on moto.
+// The same scenario through SQS FIFO (with a DLQ), Secrets Manager and the
+// incident state in DynamoDB, on moto.
 func TestEndToEndMoto(t *testing.T) {
 	m := moto.Start(t)
 	cfg := m.AWSConfig(t)
@@ -373,6 +375,9 @@ func TestEndToEndMoto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := dynamo.CreateTable(ctx, m.DynamoDB(t), "e2e-state"); err != nil {
+		t.Fatal(err)
+	}
 	sm := secretsmanager.NewFromConfig(cfg)
 	wh, err := sm.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String("webhook"), SecretString: aws.String("moto-webhook-token\n")})
 	if err != nil {
@@ -385,7 +390,7 @@ func TestEndToEndMoto(t *testing.T) {
 	h := start(t, map[string]string{
 		"QUEUE_URL": aws.ToString(main.QueueUrl), "DLQ_URL": aws.ToString(dlq.QueueUrl),
 		"WEBHOOK_TOKEN_SECRET_ARN": aws.ToString(wh.ARN), "SQIBS_TOKEN_SECRET_ARN": aws.ToString(st.ARN),
-		"AWS_REGION": "us-east-1",
+		"STATE_TABLE": "e2e-state", "AWS_REGION": "us-east-1",
 	}, "moto-webhook-token")
 	if h.s.Queue != nil {
 		t.Fatal("QUEUE_URL set but the in-process queue is in use")

@@ -272,6 +272,7 @@ func buildWebhook(fixture []byte, pipeline, branch string, number int, failed bo
 	build["web_url"] = fmt.Sprintf("https://buildkite.com/acme/%s/builds/%d", pipeline, number)
 	build["url"] = fmt.Sprintf("https://api.buildkite.com/v2/organizations/acme/pipelines/%s/builds/%d", pipeline, number)
 	pl["slug"], pl["name"] = pipeline, pipeline
+	pl["id"] = "pipeline-" + pipeline // one id per pipeline, as in Buildkite: the incident state follows renames by it
 	pl["web_url"] = "https://buildkite.com/acme/" + pipeline
 	pl["url"] = "https://api.buildkite.com/v2/organizations/acme/pipelines/" + pipeline
 	return json.Marshal(m)

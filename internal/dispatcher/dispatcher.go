@@ -68,6 +68,8 @@ type Config struct {
 	// instead of the whole batch timing out and being redelivered, already
 	// delivered events included. DeliveryBudget(SQIBS_TIMEOUT) in Lambda.
 	Reserve time.Duration
+	// State is the incident state store (DESIGN §5b); nil keeps none.
+	State Store
 }
 
 // FinishTime is kept after the last delivery for reporting: setting retry
@@ -128,6 +130,7 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 	if log == nil {
 		log = slog.Default()
 	}
+	stateNotice(cfg, log)
 	return &Handler{cfg: cfg, send: send, vis: vis, dlq: dlq, log: log, metrics: m, now: cfg.Now, jitter: rand.Float64}
 }
 
@@ -251,6 +254,13 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		return true, 0
 	}
 	log = log.With("incident_id", d.ID, "status", d.Status)
+	guarded, err := h.guard(ctx, env.Payload, &pl, log)
+	if err != nil {
+		return h.stateFailed(ctx, r, err, log)
+	}
+	if !guarded.send() {
+		return h.skip(ctx, r, guarded, log)
+	}
 	body, err := json.Marshal(pl)
 	if err != nil { // cannot happen with these types; treat as permanent
 		log.Error("encode SQIBS payload", "error", err.Error())
@@ -272,7 +282,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 			"created", res.Response.Triggered.Created, "trigger_duplicate", res.Response.Triggered.Duplicate,
 			"resolved", res.Response.Resolved.Resolved, "resolve_duplicate", res.Response.Resolved.Duplicate,
 			"attempts", res.Attempts, "latency", res.Latency)
-		return true, 0
+		return h.commit(ctx, r, guarded, log)
 	}
 	var se *sqibs.Error
 	status, sbody := 0, ""
@@ -285,17 +295,33 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 			"sqibs_status", status, "sqibs_body", sbody, "error", err.Error())
 		return h.deadLetter(ctx, r, ReasonRejected, log), h.backoff(r)
 	}
+	return h.transient(ctx, r, log, failure{
+		retry:  "SQIBS delivery failed: will retry",
+		giveUp: "SQIBS delivery failed for longer than RETRY_FOR: sending the event to the dead-letter queue",
+	}, "sqibs_status", status, "error", err.Error())
+}
+
+// failure names a transient failure in the log: the line of each retry,
+// and the ERROR line when its event is given up. Whole sentences, so an
+// operator's search for one finds it here.
+type failure struct{ retry, giveUp string }
+
+// transient handles a failure worth retrying (why in attrs): the event
+// comes back after its backoff while it is younger than RETRY_FOR, and
+// goes to the dead-letter queue as retry_window_exceeded after, with one
+// ERROR line. SQIBS and the incident state share it, so a long outage of
+// either ends in the DLQ, not in SQS's redrive net.
+func (h *Handler) transient(ctx context.Context, r events.SQSMessage, log *slog.Logger, what failure, attrs ...any) (ok bool, delay time.Duration) {
 	h.metrics.Count(metrics.TransientFailure)
 	delay = h.backoff(r)
 	if sent, ok := sentAt(r); ok && h.now().Sub(sent) >= h.cfg.RetryFor {
 		h.metrics.Count(metrics.RetryWindowExceeded)
-		log.Error("SQIBS delivery failed for longer than RETRY_FOR: sending the event to the dead-letter queue",
-			"reason", ReasonRetryWindowExceeded, "age", h.now().Sub(sent).Round(time.Second).String(),
-			"retry_for", h.cfg.RetryFor.String(), "receives", receives(r),
-			"sqibs_status", status, "error", err.Error())
+		log.Error(what.giveUp,
+			append([]any{"reason", ReasonRetryWindowExceeded, "age", h.now().Sub(sent).Round(time.Second).String(),
+				"retry_for", h.cfg.RetryFor.String(), "receives", receives(r)}, attrs...)...)
 		return h.deadLetter(ctx, r, ReasonRetryWindowExceeded, log), delay
 	}
-	log.Warn("SQIBS delivery failed: will retry", "sqibs_status", status, "error", err.Error(), "retry_in", delay)
+	log.Warn(what.retry, append(attrs, "retry_in", delay)...)
 	return false, delay
 }
 

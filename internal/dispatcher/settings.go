@@ -14,7 +14,10 @@ type Settings struct {
 	SQIBS     sqibs.Config
 	SecretTTL time.Duration
 	DLQURL    string
-	Handler   Config
+	// StateTable is STATE_TABLE, the DynamoDB table of incident state;
+	// "" keeps none (the wiring fills Handler.State from it).
+	StateTable string
+	Handler    Config
 }
 
 // DeliveryBudget is the longest one delivery can take with SQIBS requests
@@ -43,8 +46,9 @@ func LoadSettings(r *config.Reader) Settings {
 			From:    r.Optional("SQIBS_FROM", "Buildkite"),
 			Timeout: timeout,
 		},
-		SecretTTL: r.Duration("SECRET_TTL", 5*time.Minute),
-		DLQURL:    r.String("DLQ_URL", ""),
+		SecretTTL:  r.Duration("SECRET_TTL", 5*time.Minute),
+		DLQURL:     r.String("DLQ_URL", ""),
+		StateTable: r.String("STATE_TABLE", ""),
 		Handler: Config{
 			Rules:      incident.LoadRules(r),
 			Reserve:    DeliveryBudget(timeout),

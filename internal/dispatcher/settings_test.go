@@ -26,8 +26,12 @@ func TestLoadSettings(t *testing.T) {
 	if LoadSettings(r); r.Err() == nil || !strings.Contains(r.Err().Error(), "SQIBS_URL") {
 		t.Errorf("missing SQIBS_URL: %v", r.Err())
 	}
-	if d := LoadSettings(config.NewReader(config.Map(map[string]string{"SQIBS_URL": "u"}))); d.SQIBS.From != "Buildkite" {
-		t.Errorf("default from = %q", d.SQIBS.From)
+	if d := LoadSettings(config.NewReader(config.Map(map[string]string{"SQIBS_URL": "u"}))); d.SQIBS.From != "Buildkite" || d.StateTable != "" {
+		t.Errorf("default from = %q, state table %q", d.SQIBS.From, d.StateTable)
+	}
+	d = LoadSettings(config.NewReader(config.Map(map[string]string{"SQIBS_URL": "u", "STATE_TABLE": " bridge-incidents ", "ALERT_AFTER_FAILURES": "3"})))
+	if d.StateTable != "bridge-incidents" || d.Handler.Rules.AlertAfterFailures != 3 {
+		t.Errorf("STATE_TABLE %q, ALERT_AFTER_FAILURES %d", d.StateTable, d.Handler.Rules.AlertAfterFailures)
 	}
 }
 

@@ -282,12 +282,22 @@ func TestLoadRulesErrors(t *testing.T) {
 	for _, tc := range []struct{ name, val string }{
 		{"ALERT_ON_FAILING", "maybe"}, {"ALERT_ON_CANCELED", "2"}, {"JOB_INCIDENTS", "yesplease"},
 		{"SEVERITY", "urgent"}, {"ALERT_BRANCHES", " , "},
+		{"ALERT_AFTER_FAILURES", "0"}, {"ALERT_AFTER_FAILURES", "two"},
 	} {
 		r := config.NewReader(config.Map(map[string]string{tc.name: tc.val}))
 		LoadRules(r)
 		if err := r.Err(); err == nil || !strings.Contains(err.Error(), tc.name) {
 			t.Errorf("%s=%q: error %v does not name the variable", tc.name, tc.val, err)
 		}
+	}
+}
+
+func TestAlertAfterFailures(t *testing.T) {
+	if got := DefaultRules().AlertAfterFailures; got != 1 {
+		t.Errorf("default ALERT_AFTER_FAILURES = %d; want 1", got)
+	}
+	if got := rules(t, map[string]string{"ALERT_AFTER_FAILURES": "3"}).AlertAfterFailures; got != 3 {
+		t.Errorf("ALERT_AFTER_FAILURES=3 read as %d", got)
 	}
 }
 

@@ -31,6 +31,10 @@ type Rules struct {
 	JobIncidents bool
 	Severity     string
 	PullRequests bool // ALERT_PULL_REQUESTS: pull-request builds may alert
+	// AlertAfterFailures is ALERT_AFTER_FAILURES: consecutive failed builds
+	// of a build incident before it triggers. Only the dispatcher's
+	// incident state (STATE_TABLE) can count them; without it, 1.
+	AlertAfterFailures int
 }
 
 // Severities SQIBS understands.
@@ -46,6 +50,8 @@ func LoadRules(r *config.Reader) Rules {
 		JobIncidents: r.Bool("JOB_INCIDENTS", false),
 		Severity:     r.OneOf("SEVERITY", "high", severities...),
 		PullRequests: r.Bool("ALERT_PULL_REQUESTS", false),
+		// 1000: a bound that catches a typo, far beyond any useful value.
+		AlertAfterFailures: int(r.Int("ALERT_AFTER_FAILURES", 1, 1, 1000)),
 	}
 }
 

@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"encoding/json"
 	"io"
 	"strconv"
 	"sync"
@@ -29,10 +30,17 @@ const (
 	SQIBSLatencyMS      = "sqibs_latency_ms"
 )
 
+// Incident state metrics (DESIGN §5b), dispatcher only.
+const (
+	Stale           = "stale"              // an event not newer than the state's: not sent
+	TimeToRecoveryS = "time_to_recovery_s" // first failure → resolve, with a Pipeline dimension
+)
+
 // Unit values used here.
 const (
 	Count        = "Count"
 	Milliseconds = "Milliseconds"
+	Seconds      = "Seconds"
 )
 
 // Emitter writes EMF records for one function. A nil *Emitter is valid and
@@ -57,7 +65,15 @@ func New(w io.Writer, function string) *Emitter {
 func (e *Emitter) Count(name string) { e.Emit(name, Count, 1) }
 
 // Emit writes one record holding one metric value.
-func (e *Emitter) Emit(name, unit string, value float64) {
+func (e *Emitter) Emit(name, unit string, value float64) { e.emit(name, unit, value, "") }
+
+// EmitPipeline is Emit with a second dimension, Pipeline (the slug), so a
+// figure can be charted per pipeline.
+func (e *Emitter) EmitPipeline(name, unit string, value float64, pipeline string) {
+	e.emit(name, unit, value, pipeline)
+}
+
+func (e *Emitter) emit(name, unit string, value float64, pipeline string) {
 	if e == nil || e.w == nil {
 		return
 	}
@@ -66,12 +82,23 @@ func (e *Emitter) Emit(name, unit string, value float64) {
 	b := e.buf[:0]
 	b = append(b, `{"_aws":{"Timestamp":`...)
 	b = strconv.AppendInt(b, e.now().UnixMilli(), 10)
-	b = append(b, `,"CloudWatchMetrics":[{"Namespace":"`+Namespace+`","Dimensions":[["FunctionName"]],"Metrics":[{"Name":"`...)
+	b = append(b, `,"CloudWatchMetrics":[{"Namespace":"`+Namespace+`","Dimensions":[["FunctionName"`...)
+	if pipeline != "" {
+		b = append(b, `,"Pipeline"`...)
+	}
+	b = append(b, `]],"Metrics":[{"Name":"`...)
 	b = append(b, name...) // names are the constants above: no escaping needed
 	b = append(b, `","Unit":"`...)
 	b = append(b, unit...)
 	b = append(b, `"}]}]},"FunctionName":`...)
 	b = strconv.AppendQuote(b, e.function)
+	if pipeline != "" {
+		// A slug from the payload: JSON-quoted, which strconv's Go
+		// quoting is not for control characters.
+		q, _ := json.Marshal(pipeline)
+		b = append(b, `,"Pipeline":`...)
+		b = append(b, q...)
+	}
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')

@@ -59,3 +59,30 @@ func TestNilEmitterIsSilent(t *testing.T) {
 		t.Error("empty function name should default")
 	}
 }
+
+func TestEmitPipeline(t *testing.T) {
+	var buf bytes.Buffer
+	e := New(&buf, "fn")
+	e.EmitPipeline(TimeToRecoveryS, Seconds, 90, "deploy-\x01api\"")
+	var r struct {
+		AWS struct {
+			CloudWatchMetrics []struct {
+				Dimensions [][]string
+				Metrics    []struct{ Name, Unit string }
+			}
+		} `json:"_aws"`
+		FunctionName, Pipeline string
+		Value                  float64 `json:"time_to_recovery_s"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, buf.String())
+	}
+	m := r.AWS.CloudWatchMetrics
+	if len(m) != 1 || len(m[0].Dimensions) != 1 || strings.Join(m[0].Dimensions[0], ",") != "FunctionName,Pipeline" ||
+		m[0].Metrics[0].Name != TimeToRecoveryS || m[0].Metrics[0].Unit != Seconds {
+		t.Errorf("record %+v", r)
+	}
+	if r.FunctionName != "fn" || r.Pipeline != "deploy-\x01api\"" || r.Value != 90 {
+		t.Errorf("dimensions %q %q value %v", r.FunctionName, r.Pipeline, r.Value)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,14 +22,38 @@ import (
 const benchWebhookToken = "bench-webhook-token"
 
 // endToEnd runs the whole bridge in process (receiver HTTP endpoint,
-// in-process FIFO queue, dispatcher fed by the poller, SQIBS simulator) and
-// sends o.webhooks signed webhooks from o.senders keep-alive connections. A
-// webhook's latency runs from just before it is sent to the simulator
-// receiving its incident event (the simulator's per-call hook).
+// in-process FIFO queue, dispatcher fed by the poller, SQIBS simulator,
+// in-process incident state) and sends o.webhooks signed webhooks from
+// o.senders keep-alive connections. A webhook's latency runs from just
+// before it is sent to the simulator receiving its incident event (the
+// simulator's per-call hook).
 func endToEnd(ctx context.Context, root string, o options, res *Results) error {
-	hooks, err := loadWebhooks(root)
+	r, err := runE2E(ctx, root, o, nil)
 	if err != nil {
 		return err
+	}
+	res.set("e2e_webhooks_per_s", float64(o.webhooks)/r.elapsed.Seconds())
+	res.set("e2e_p50_ms", percentile(r.latencies, 50))
+	res.set("e2e_p99_ms", percentile(r.latencies, 99))
+	res.note("e2e: %d signed 5 KB build.finished webhooks (%d incidents, failed/passed alternating) from %d keep-alive senders, in-process queue, %d parallel dispatcher invocations of ≤ 10 records: all reached SQIBS in %s; SQIBS calls %d",
+		o.webhooks, groups, o.senders, o.pollers, r.elapsed.Round(time.Millisecond), r.sqibsCalls)
+	return nil
+}
+
+// e2eRun is what one end-to-end run measured.
+type e2eRun struct {
+	elapsed    time.Duration // first webhook sent → last incident event received
+	latencies  []float64     // ms, one per webhook
+	sqibsCalls int
+}
+
+// runE2E starts the local stack with env over the defaults, sends
+// o.webhooks webhooks, waits until each reached SQIBS and the queue is
+// empty (every message handled, its state written), and stops the stack.
+func runE2E(ctx context.Context, root string, o options, env map[string]string) (e2eRun, error) {
+	hooks, err := loadWebhooks(root)
+	if err != nil {
+		return e2eRun{}, err
 	}
 	n := o.webhooks
 	bodies := make([][]byte, n) // made before the clock starts
@@ -36,20 +61,22 @@ func endToEnd(ctx context.Context, root string, o options, res *Results) error {
 		bodies[i] = hooks.body(i)
 	}
 
+	vars := map[string]string{
+		"DEV_ADDR":                "127.0.0.1:0",
+		"SQIBS_SIM_ADDR":          "127.0.0.1:0",
+		"BUILDKITE_WEBHOOK_TOKEN": benchWebhookToken,
+		"SQIBS_API_TOKEN":         "bench-sqibs-token",
+		"ALERT_BRANCHES":          "*",
+	}
+	maps.Copy(vars, env)
 	logs := &tailbuf.Buffer{}
 	stack, err := devstack.Start(ctx, devstack.Options{
-		Env: config.Map(map[string]string{
-			"DEV_ADDR":                "127.0.0.1:0",
-			"SQIBS_SIM_ADDR":          "127.0.0.1:0",
-			"BUILDKITE_WEBHOOK_TOKEN": benchWebhookToken,
-			"SQIBS_API_TOKEN":         "bench-sqibs-token",
-			"ALERT_BRANCHES":          "*",
-		}),
+		Env:    config.Map(vars),
 		Stderr: logs,
 		Poller: poller.Options{Concurrency: o.pollers},
 	})
 	if err != nil {
-		return fmt.Errorf("start the local stack: %w", err)
+		return e2eRun{}, fmt.Errorf("start the local stack: %w", err)
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
@@ -98,31 +125,33 @@ func endToEnd(ctx context.Context, root string, o options, res *Results) error {
 	}
 	wg.Wait()
 	if sendErr != nil {
-		return fmt.Errorf("e2e: %w; last logs: %s", sendErr, logs.String())
+		return e2eRun{}, fmt.Errorf("e2e: %w; last logs: %s", sendErr, logs.String())
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, o.e2eTimeout)
 	defer cancel()
 	if err := stack.Sim.Wait(wctx, func(*sqibssim.Server) bool { return processed.Load() == int64(n) }); err != nil {
 		st := stack.Queue.Stats()
-		return fmt.Errorf("e2e: only %d of %d webhooks reached SQIBS within %s (queue: %d visible, %d in flight, %d dead): %w; last logs: %s",
+		return e2eRun{}, fmt.Errorf("e2e: only %d of %d webhooks reached SQIBS within %s (queue: %d visible, %d in flight, %d dead): %w; last logs: %s",
 			processed.Load(), n, o.e2eTimeout, st.Visible, st.InFlight, st.Dead, err, logs.String())
+	}
+	// The last deliveries' state writes come after SQIBS answered.
+	for st := stack.Queue.Stats(); st.Visible+st.InFlight > 0; st = stack.Queue.Stats() {
+		if wctx.Err() != nil {
+			return e2eRun{}, fmt.Errorf("e2e: the queue did not drain within %s: %d visible, %d in flight", o.e2eTimeout, st.Visible, st.InFlight)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 
 	first, last := sent[0].Load(), int64(0)
-	lat := make([]float64, n)
+	r := e2eRun{latencies: make([]float64, n), sqibsCalls: stack.Sim.Calls()}
 	for i := range n {
 		s, d := sent[i].Load(), done[i].Load()
 		first, last = min(first, s), max(last, d)
-		lat[i] = float64(d-s) / float64(time.Millisecond)
+		r.latencies[i] = float64(d-s) / float64(time.Millisecond)
 	}
-	elapsed := time.Duration(last - first)
-	res.set("e2e_webhooks_per_s", float64(n)/elapsed.Seconds())
-	res.set("e2e_p50_ms", percentile(lat, 50))
-	res.set("e2e_p99_ms", percentile(lat, 99))
-	res.note("e2e: %d signed 5 KB build.finished webhooks (%d incidents, failed/passed alternating) from %d keep-alive senders, in-process queue, %d parallel dispatcher invocations of ≤ 10 records: all reached SQIBS in %s; SQIBS calls %d",
-		n, groups, o.senders, o.pollers, elapsed.Round(time.Millisecond), stack.Sim.Calls())
-	return nil
+	r.elapsed = time.Duration(last - first)
+	return r, nil
 }
 
 // send posts one webhook as Buildkite does and wants it queued.

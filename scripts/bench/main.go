@@ -14,6 +14,8 @@
 //   - end to end on this machine (internal/devstack: receiver, in-process
 //     FIFO queue, dispatcher, SQIBS simulator): webhooks/s and the latency
 //     from sending a webhook to SQIBS receiving its incident event;
+//   - DynamoDB calls per event end to end with the incident state table
+//     on moto_server, counted by a proxy in front of it;
 //   - the peak RSS of each real bootstrap over many invocations (the receiver
 //     publishing to SQS FIFO on moto_server, the dispatcher posting to the
 //     SQIBS simulator);
@@ -65,11 +67,12 @@ const (
 	secSize  = "size"
 	secStart = "start"
 	secE2E   = "e2e"
+	secState = "state"
 	secRSS   = "rss"
 	secRecov = "recovery"
 )
 
-var sections = []string{secGo, secSize, secStart, secE2E, secRSS, secRecov}
+var sections = []string{secGo, secSize, secStart, secE2E, secRSS, secRecov, secState}
 
 func (o options) runs(section string) bool {
 	return len(o.only) == 0 || slices.Contains(o.only, section)
@@ -206,6 +209,8 @@ var specs = []spec{
 	{"dispatcher_rss_mb", "MiB", 1, atMost(30.0*mb/mib, "≤ 30 MB")},
 	// Every waiting incident's head is retried within MAX_BACKOFF (2 min).
 	{"recovery_drain_s", "s", 0, atMost(180, "≤ 3 min")},
+	// No goal: one read and one conditional write per event is the floor.
+	{"state_calls_per_event", "calls", 2, goal{}},
 }
 
 // round keeps d decimals; NaN stays NaN.

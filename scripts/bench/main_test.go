@@ -208,7 +208,7 @@ func TestFormatNumber(t *testing.T) {
 var wantNames = []string{
 	"receiver_ns_op", "receiver_allocs_op", "dispatcher_map_ns_op", "receiver_bootstrap_bytes",
 	"dispatcher_bootstrap_bytes", "start_ratio_vs_hello", "e2e_webhooks_per_s", "e2e_p50_ms",
-	"e2e_p99_ms", "receiver_rss_mb", "dispatcher_rss_mb", "recovery_drain_s",
+	"e2e_p99_ms", "receiver_rss_mb", "dispatcher_rss_mb", "recovery_drain_s", "state_calls_per_event",
 }
 
 func sampleResults() Results {
@@ -218,7 +218,7 @@ func sampleResults() Results {
 			// 8,192,162 B is under 8 MiB but over 8 MB: the stricter reading judges.
 			"receiver_bootstrap_bytes": 8_000_000, "dispatcher_bootstrap_bytes": 8_192_162,
 			"start_ratio_vs_hello": 1.23456, "e2e_webhooks_per_s": 8623.7349, "e2e_p50_ms": 1.8749,
-			"e2e_p99_ms": 250, "receiver_rss_mb": 16.66,
+			"e2e_p99_ms": 250, "receiver_rss_mb": 16.66, "state_calls_per_event": 2.2049,
 			// dispatcher_rss_mb not measured
 			"recovery_drain_s": 118.6,
 		},
@@ -248,6 +248,7 @@ func TestWriteReport(t *testing.T) {
 		"bench: receiver_rss_mb=16.7",
 		"bench: dispatcher_rss_mb=NaN",
 		"bench: recovery_drain_s=119",
+		"bench: state_calls_per_event=2.2",
 	}
 	if got := lines[len(lines)-len(wantTail):]; !slices.Equal(got, wantTail) {
 		t.Errorf("last lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantTail, "\n"))
@@ -276,7 +277,7 @@ func TestWriteReport(t *testing.T) {
 		"receiver_bootstrap_bytes": "met", "dispatcher_bootstrap_bytes": "MISSED",
 		"start_ratio_vs_hello": "MISSED", "e2e_webhooks_per_s": "met", "e2e_p50_ms": "-",
 		"e2e_p99_ms": "met", "receiver_rss_mb": "met", "dispatcher_rss_mb": "not measured",
-		"recovery_drain_s": "met",
+		"recovery_drain_s": "met", "state_calls_per_event": "-",
 	} {
 		if r := row(name); !strings.HasSuffix(r, " "+want) {
 			t.Errorf("row %q: want result %q", r, want)
@@ -471,14 +472,45 @@ func TestMeasureAllSmoke(t *testing.T) {
 		t.Skip("opt in with -smoke (builds bootstraps, starts moto_server)")
 	}
 	o := options{starts: 2, webhooks: 100, senders: 4, pollers: 2, e2eTimeout: time.Minute, invocations: 5,
-		only: []string{secSize, secStart, secE2E, secRSS, secRecov}}
+		only: []string{secSize, secStart, secE2E, secRSS, secRecov, secState}}
 	res, err := measureAll(context.Background(), o, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range specs[3:] {
-		if _, ok := res.Values[s.name]; !ok && !(s.name == "receiver_rss_mb" && os.Getenv("REQUIRE_MOTO") != "1") {
+		needsMoto := s.name == "receiver_rss_mb" || s.name == "state_calls_per_event"
+		if _, ok := res.Values[s.name]; !ok && !(needsMoto && os.Getenv("REQUIRE_MOTO") != "1") {
 			t.Errorf("%s not measured; notes: %v", s.name, res.Notes)
 		}
+	}
+}
+
+// TestStateCallsSmall counts the DynamoDB calls of a small run: each of the
+// 100 incidents gets a failed then a passed build; the first costs a read
+// of the incident, a read of its alias, and the writes of both; the second
+// a read and a write. (6 calls per 2 webhooks.)
+func TestStateCallsSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole local stack and moto_server")
+	}
+	m, err := startMoto(context.Background())
+	if errors.Is(err, errMotoAbsent) && os.Getenv("REQUIRE_MOTO") != "1" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.stop()
+	o := options{webhooks: 2 * groups, senders: 4, pollers: 2, e2eTimeout: 60 * time.Second}
+	before, wasSet := os.LookupEnv("AWS_ENDPOINT_URL_DYNAMODB")
+	var res Results
+	if err := stateCalls(context.Background(), repoRoot(t), m, o, &res); err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Values["state_calls_per_event"]; got != 3 {
+		t.Errorf("state_calls_per_event = %v; want 3\n%v", got, res.Notes)
+	}
+	if after, isSet := os.LookupEnv("AWS_ENDPOINT_URL_DYNAMODB"); after != before || isSet != wasSet {
+		t.Errorf("AWS_ENDPOINT_URL_DYNAMODB is %q after the run, %q before", after, before)
 	}
 }

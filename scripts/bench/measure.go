@@ -29,7 +29,7 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 	if o.runs(secGo) {
 		errs = append(errs, goFigures(o.goBench, &res))
 	}
-	if !o.runs(secSize) && !o.runs(secStart) && !o.runs(secE2E) && !o.runs(secRSS) && !o.runs(secRecov) {
+	if !o.runs(secSize) && !o.runs(secStart) && !o.runs(secE2E) && !o.runs(secState) && !o.runs(secRSS) && !o.runs(secRecov) {
 		return res, errors.Join(errs...)
 	}
 	root, err := moduleRoot(ctx)
@@ -47,7 +47,7 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 		err error
 	}
 	motoCh := make(chan motoStart, 1)
-	if o.runs(secRSS) {
+	if o.runs(secRSS) || o.runs(secState) {
 		go func() {
 			m, err := startMoto(ctx)
 			motoCh <- motoStart{m, err}
@@ -80,6 +80,20 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 	if o.runs(secE2E) {
 		done := step(fmt.Sprintf("end to end: %d webhooks through the local stack", o.webhooks))
 		errs = append(errs, endToEnd(ctx, root, o, &res))
+		done()
+	}
+	if o.runs(secState) {
+		done := step(fmt.Sprintf("incident state: %d webhooks end to end with the table on moto", min(o.webhooks, stateWebhooks)))
+		ms := <-motoCh
+		motoCh <- ms // for the deferred stop
+		switch {
+		case errors.Is(ms.err, errMotoAbsent) && os.Getenv("REQUIRE_MOTO") != "1":
+			res.note("state_calls_per_event not measured: %v", ms.err)
+		case ms.err != nil:
+			errs = append(errs, fmt.Errorf("state_calls_per_event: %w", ms.err))
+		default:
+			errs = append(errs, stateCalls(ctx, root, ms.m, o, &res))
+		}
 		done()
 	}
 	if o.runs(secRSS) && binErr == nil {

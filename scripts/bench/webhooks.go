@@ -25,7 +25,8 @@ const (
 )
 
 // webhooks makes distinct build.finished payloads from the fixture:
-// webhook i has its own build id and number, pipeline svc-<i%100/10>, branch
+// webhook i has its own build id and number, pipeline svc-<i%100/10> (with
+// an id of its own: the incident state follows renamed pipelines by it), branch
 // br-<i%10>, and a state that alternates per incident (failed, passed,
 // failed, ...) so incidents open and resolve.
 type webhooks struct {
@@ -85,6 +86,7 @@ func (w *webhooks) body(i int) []byte {
 	build["branch"] = s.Branch
 	build["web_url"] = "https://buildkite.com/acme/" + s.Pipeline + "/builds/" + strconv.Itoa(s.Number)
 	pipeline["slug"] = s.Pipeline
+	pipeline["id"] = "0191225a-0000-7000-8000-0000000000" + s.Pipeline[len(s.Pipeline)-2:] // one per pipeline, as in Buildkite
 	pipeline["web_url"] = "https://buildkite.com/acme/" + s.Pipeline
 	b, err := json.Marshal(w.tmpl)
 	if err != nil {

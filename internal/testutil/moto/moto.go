@@ -44,6 +44,7 @@ func Start(t testing.TB) *Server {
 	s.Reset(t)
 	t.Setenv("AWS_ENDPOINT_URL_SQS", s.URL)
 	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", s.URL)
+	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", s.URL)
 	t.Setenv("AWS_REGION", "us-east-1")
 	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
