@@ -211,6 +211,9 @@ var specs = []spec{
 	{"recovery_drain_s", "s", 0, atMost(180, "≤ 3 min")},
 	// No goal: one read and one conditional write per event is the floor.
 	{"state_calls_per_event", "calls", 2, goal{}},
+	// The floor the SDK sets: ours over a hello-world that only creates
+	// the same SDK clients.
+	{"start_ratio_vs_hello_sdk", "×", 3, atMost(1.2, "≤ 1.2")},
 }
 
 // round keeps d decimals; NaN stays NaN.

@@ -209,6 +209,7 @@ var wantNames = []string{
 	"receiver_ns_op", "receiver_allocs_op", "dispatcher_map_ns_op", "receiver_bootstrap_bytes",
 	"dispatcher_bootstrap_bytes", "start_ratio_vs_hello", "e2e_webhooks_per_s", "e2e_p50_ms",
 	"e2e_p99_ms", "receiver_rss_mb", "dispatcher_rss_mb", "recovery_drain_s", "state_calls_per_event",
+	"start_ratio_vs_hello_sdk",
 }
 
 func sampleResults() Results {
@@ -218,7 +219,7 @@ func sampleResults() Results {
 			// 8,192,162 B is under 8 MiB but over 8 MB: the stricter reading judges.
 			"receiver_bootstrap_bytes": 8_000_000, "dispatcher_bootstrap_bytes": 8_192_162,
 			"start_ratio_vs_hello": 1.23456, "e2e_webhooks_per_s": 8623.7349, "e2e_p50_ms": 1.8749,
-			"e2e_p99_ms": 250, "receiver_rss_mb": 16.66, "state_calls_per_event": 2.2049,
+			"e2e_p99_ms": 250, "receiver_rss_mb": 16.66, "state_calls_per_event": 2.2049, "start_ratio_vs_hello_sdk": 1.0912,
 			// dispatcher_rss_mb not measured
 			"recovery_drain_s": 118.6,
 		},
@@ -249,6 +250,7 @@ func TestWriteReport(t *testing.T) {
 		"bench: dispatcher_rss_mb=NaN",
 		"bench: recovery_drain_s=119",
 		"bench: state_calls_per_event=2.2",
+		"bench: start_ratio_vs_hello_sdk=1.091",
 	}
 	if got := lines[len(lines)-len(wantTail):]; !slices.Equal(got, wantTail) {
 		t.Errorf("last lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantTail, "\n"))
@@ -277,7 +279,7 @@ func TestWriteReport(t *testing.T) {
 		"receiver_bootstrap_bytes": "met", "dispatcher_bootstrap_bytes": "MISSED",
 		"start_ratio_vs_hello": "MISSED", "e2e_webhooks_per_s": "met", "e2e_p50_ms": "-",
 		"e2e_p99_ms": "met", "receiver_rss_mb": "met", "dispatcher_rss_mb": "not measured",
-		"recovery_drain_s": "met", "state_calls_per_event": "-",
+		"recovery_drain_s": "met", "state_calls_per_event": "-", "start_ratio_vs_hello_sdk": "met",
 	} {
 		if r := row(name); !strings.HasSuffix(r, " "+want) {
 			t.Errorf("row %q: want result %q", r, want)
