@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -1027,5 +1028,56 @@ func TestCfnLint(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("cfn-lint template.yaml: %v\n%s", err, out)
+	}
+}
+
+// The Serverless Application Repository metadata: what `sam publish` needs
+// and SAR's own limits, literal values only (SAR takes no intrinsic
+// functions), the license file matching its SPDX id.
+func TestServerlessRepoMetadata(t *testing.T) {
+	tpl := loadTemplate(t)
+	app, ok := dig(tpl, "Metadata", "AWS::ServerlessRepo::Application").(map[string]any)
+	if !ok {
+		t.Fatal("no Metadata.AWS::ServerlessRepo::Application")
+	}
+	str := func(k string) string {
+		v, ok := app[k].(string)
+		if !ok {
+			t.Errorf("%s is %T, want a literal string", k, app[k])
+		}
+		return v
+	}
+	for k, re := range map[string]string{
+		"Name":            `^[a-zA-Z0-9-]{1,140}$`,
+		"Author":          `^[a-z0-9](([a-z0-9]|-[a-z0-9])*)?$`,
+		"SemanticVersion": `^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$`,
+		"HomePageUrl":     `^https://`,
+		"SourceCodeUrl":   `^https://`,
+		"SpdxLicenseId":   `^Apache-2\.0$`,
+	} {
+		if v := str(k); !regexp.MustCompile(re).MatchString(v) {
+			t.Errorf("%s = %q, want %s", k, v, re)
+		}
+	}
+	if d := str("Description"); len(d) == 0 || len(d) > 256 {
+		t.Errorf("Description is %d characters, want 1-256", len(d))
+	}
+	labels, _ := app["Labels"].([]any)
+	if len(labels) == 0 || len(labels) > 10 {
+		t.Errorf("%d labels, want 1-10", len(labels))
+	}
+	for _, l := range labels {
+		if s, _ := l.(string); !regexp.MustCompile(`^[a-zA-Z0-9+\-_:/@]{1,127}$`).MatchString(s) {
+			t.Errorf("label %v does not match SAR's pattern", l)
+		}
+	}
+	for _, k := range []string{"LicenseUrl", "ReadmeUrl"} {
+		if _, err := os.Stat(filepath.Join(templateDir, str(k))); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+	lic, err := os.ReadFile(filepath.Join(templateDir, str("LicenseUrl")))
+	if err != nil || !bytes.Contains(lic, []byte("Apache License")) || !bytes.Contains(lic, []byte("Version 2.0, January 2004")) {
+		t.Errorf("LICENSE is not the Apache License 2.0 that SpdxLicenseId names (%v)", err)
 	}
 }
