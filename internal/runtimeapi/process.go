@@ -84,10 +84,12 @@ func Exec(ctx context.Context, binary string, env []string, s *Server, stdout, s
 	cmd.Stderr = io.MultiWriter(stderr, p.tail)
 	cmd.WaitDelay = time.Second // don't hang on pipes a stray child keeps open
 	p.cmd = cmd
+	// Taken before Start: a fast child can reach its first /next before
+	// Start returns, and a start → /next time must never be negative.
+	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("exec bootstrap %s: %w", binary, err)
 	}
-	p.started = time.Now()
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
