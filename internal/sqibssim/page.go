@@ -39,18 +39,27 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>SQIBS simulator ({{len .Open}} open)</title>
 <style>
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
-header{display:flex;align-items:baseline;gap:1.5em}
+body{font:14px/1.35 system-ui,sans-serif;margin:1.2em 2em;color:#222}
+header{display:flex;align-items:center;gap:1.5em}
 header form{margin-left:auto}
+h1{font-size:22px;margin:.2em 0}
+h2{font-size:18px;margin:1em 0 .4em}
+p{margin:.3em 0}
 button{font:inherit;padding:.3em 1em;border:1px solid #b00020;background:#fff;color:#b00020;border-radius:4px;cursor:pointer}
 button:hover{background:#b00020;color:#fff}
-table{border-collapse:collapse;width:100%;margin:.4em 0 1.5em}
-th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #ddd;vertical-align:top}
+table{border-collapse:collapse;width:100%;margin:.3em 0 .9em}
+table.calls{table-layout:fixed}
+table.calls th:nth-child(1){width:7.5em}
+table.calls th:nth-child(2){width:6em}
+table.calls th:nth-child(3){width:13em}
+table.calls th:nth-child(4){width:3.5em}
+table.calls th:nth-child(5){width:4.5em}
+th,td{text-align:left;padding:.2em .6em;border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f4f4f4;font-weight:600}
 code{font-size:13px}
-.incident{border-left:4px solid #1b7f3b;padding:.1em 0 .1em 1em;margin:0 0 1.2em}
+.incident{border-left:4px solid #1b7f3b;padding:0 0 0 1em;margin:0 0 .8em}
 .incident.open{border-left-color:#b00020}
-.incident h3{margin:.2em 0;font-size:15px}
+.incident h3{margin:.1em 0;font-size:15px}
 .badge{display:inline-block;font-size:12px;text-transform:uppercase;letter-spacing:.05em;padding:0 .5em;border-radius:3px;color:#fff;background:#1b7f3b;vertical-align:1px}
 .open .badge{background:#b00020}
 .open>h2,.bad{color:#b00020}
