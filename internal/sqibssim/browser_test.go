@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -97,10 +98,9 @@ func populate(t *testing.T, s *Server, base string) {
 		pipeline := strings.Split(id, "/")[1]
 		return evURL(id, status, desc, fmt.Sprintf("https://buildkite.com/acme/%s/builds/%d", pipeline, n), n)
 	}
-	faultNext := false
+	var faultNext atomic.Bool
 	s.SetFault(func(int, []byte) *Fault {
-		if faultNext {
-			faultNext = false
+		if faultNext.Swap(false) {
 			return &Fault{Status: http.StatusServiceUnavailable}
 		}
 		return nil
@@ -118,7 +118,7 @@ func populate(t *testing.T, s *Server, base string) {
 	send(build("acme/docs/main", "PASSED", "docs #311 passed on main: Fix the broken link", 311))
 	send(build("acme/web/main#e2e", "ERROR", "web #88 e2e timed out on main: Bump Playwright", 88))
 	send(build("acme/payments/release", "FAILED", "payments #402 failed on release: Currency rounding", 402))
-	faultNext = true
+	faultNext.Store(true)
 	send(build("acme/payments/release", "FAILED", "payments #403 failed on release: Round half even", 403)) // 503, then the retry:
 	send(build("acme/payments/release", "FAILED", "payments #403 failed on release: Round half even", 403))
 	send(build("acme/legacy/main", "PASSED", "legacy #9 passed on main: Nothing was open", 9))

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // History bounds: enough to follow incidents through a session of `make
@@ -265,14 +264,11 @@ func webURL(u string) string {
 	return u
 }
 
-// clip cuts s to at most n bytes, on a rune boundary, marking the cut.
+// clip cuts s to at most n bytes, marking the cut; ToValidUTF8 drops the
+// piece of a rune the cut may leave.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	i := n - len("…")
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "…"
+	return strings.ToValidUTF8(s[:n-len("…")], "") + "…"
 }

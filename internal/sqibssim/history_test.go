@@ -83,10 +83,12 @@ func TestHistory(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, ts := newSim(t)
-			var faults []*Fault
+			var faults []*Fault // set before any call: the hook reads it on the server's goroutines
+			for _, c := range tt.calls {
+				faults = append(faults, c.fault)
+			}
 			s.SetFault(func(n int, _ []byte) *Fault { return faults[n-1] })
 			for i, c := range tt.calls {
-				faults = append(faults, c.fault)
 				hdr := map[string]string{"Authorization": "Bearer " + token, "Content-Type": "application/json"}
 				switch c.auth {
 				case "":
