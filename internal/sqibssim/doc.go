@@ -13,6 +13,12 @@
 // itself); POST /reset (Reset, refused with 403 when a browser sends it
 // from another origin; 303 to /). Other methods get 405, other paths 404.
 //
+// The history keeps every POST to the process endpoint, processed or not
+// (401, 413, simulated faults: what the bridge saw matters as much as what
+// SQIBS did), under the newest incident of its event.id, or else as
+// unmatched; within MaxCallsPerIncident, MaxHistoryIncidents and
+// MaxUnmatchedCalls, which bound the calls kept, never the incidents.
+//
 // What SQIBS documents and the simulator follows:
 //   - The token comes as `Authorization: Bearer <token>` or `?token=<token>`;
 //     a missing or unknown token gets 401 {"error":"unauthorized"}.

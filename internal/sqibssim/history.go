@@ -171,8 +171,8 @@ func (s *Server) latestLocked(id string) *record {
 // addCallLocked appends c to rec's calls, or to the unmatched ones when
 // rec is nil, within the bounds.
 func (s *Server) addCallLocked(rec *record, c Call) {
-	s.seq++
-	l, limit := &s.unmatched, MaxUnmatchedCalls
+	s.hist.seq++
+	l, limit := &s.hist.unmatched, MaxUnmatchedCalls
 	if rec != nil {
 		l, limit = &rec.callLog, MaxCallsPerIncident
 		if !l.kept {
@@ -184,7 +184,7 @@ func (s *Server) addCallLocked(rec *record, c Call) {
 	}
 	l.calls = append(l.calls, c)
 	l.total++
-	l.lastCall = s.seq
+	l.lastCall = s.hist.seq
 }
 
 // keepLocked counts rec among the incidents holding calls, first taking
@@ -193,18 +193,18 @@ func (s *Server) addCallLocked(rec *record, c Call) {
 // one loses it.
 func (s *Server) keepLocked(rec *record) {
 	rec.kept = true
-	if len(s.kept) < MaxHistoryIncidents {
-		s.kept = append(s.kept, rec)
+	if len(s.hist.kept) < MaxHistoryIncidents {
+		s.hist.kept = append(s.hist.kept, rec)
 		return
 	}
 	oldest := 0
-	for i, k := range s.kept {
-		if k.lastCall < s.kept[oldest].lastCall {
+	for i, k := range s.hist.kept {
+		if k.lastCall < s.hist.kept[oldest].lastCall {
 			oldest = i
 		}
 	}
-	s.kept[oldest].calls, s.kept[oldest].kept = nil, false
-	s.kept[oldest] = rec
+	s.hist.kept[oldest].calls, s.hist.kept[oldest].kept = nil, false
+	s.hist.kept[oldest] = rec
 }
 
 // History returns every incident with its calls, and the unmatched calls;
@@ -214,8 +214,8 @@ func (s *Server) History() History {
 	defer s.mu.Unlock()
 	h := History{
 		Incidents:        make([]IncidentHistory, len(s.incidents)),
-		Unmatched:        slices.Clone(s.unmatched.calls),
-		UnmatchedDropped: s.unmatched.total - len(s.unmatched.calls),
+		Unmatched:        slices.Clone(s.hist.unmatched.calls),
+		UnmatchedDropped: s.hist.unmatched.total - len(s.hist.unmatched.calls),
 	}
 	for i, rec := range s.incidents {
 		h.Incidents[i] = IncidentHistory{

@@ -51,11 +51,11 @@ type Fault struct {
 // Server is the simulator. It implements http.Handler and is safe for
 // concurrent use.
 type Server struct {
-	token    [sha256.Size]byte
-	hasToken bool
-	closed   chan struct{}
-	once     sync.Once
-	reset    http.Handler // POST /reset, guarded
+	token      [sha256.Size]byte
+	hasToken   bool
+	closed     chan struct{}
+	once       sync.Once
+	resetRoute http.Handler // POST /reset, guarded by sameOriginOnly
 
 	mu        sync.Mutex
 	fault     func(call int, body []byte) *Fault
@@ -65,7 +65,7 @@ type Server struct {
 	open      map[string]int // id → index of its open incident
 	latest    map[string]int // id → index of its newest incident
 	changed   chan struct{}  // closed and replaced on every change, for Wait
-	history                  // the calls, per incident and unmatched
+	hist      history        // the calls, per incident and unmatched
 
 	deadLetters func() []DeadLetter // SetDeadLetters
 	deadHidden  map[deadKey]bool    // the dead letters listed when Reset last ran
@@ -80,7 +80,7 @@ func New(token string) *Server {
 		closed:   make(chan struct{}),
 		changed:  make(chan struct{}),
 	}
-	s.reset = sameOriginOnly(http.HandlerFunc(s.serveReset))
+	s.resetRoute = sameOriginOnly(http.HandlerFunc(s.serveReset))
 	s.resetLocked()
 	return s
 }
@@ -178,7 +178,7 @@ func (s *Server) resetLocked() {
 	s.incidents = nil
 	s.open = map[string]int{}
 	s.latest = map[string]int{}
-	s.history = history{}
+	s.hist = history{}
 }
 
 func (s *Server) notifyLocked() {
