@@ -6,9 +6,18 @@
 //
 // Routes: POST on any path ending in /v1/process (so /v1/process and
 // /sqibs-api/v1/process both work); GET /incidents (JSON list); GET
-// /dead-letters (JSON list of the bridge's dead letters, when SetDeadLetters
-// gave it a source; 404 otherwise); GET / (an HTML page of both that
-// refreshes itself). Other methods get 405, other paths 404.
+// /history (the incidents with every call each received, bounded, and the
+// calls that reached none; ?id= narrows it to one id); GET /dead-letters
+// (JSON list of the bridge's dead letters, when SetDeadLetters gave it a
+// source; 404 otherwise); GET / (an HTML page of all three that refreshes
+// itself); POST /reset (Reset, refused with 403 when a browser sends it
+// from another origin; 303 to /). Other methods get 405, other paths 404.
+//
+// The history keeps every POST to the process endpoint, processed or not
+// (401, 413, simulated faults: what the bridge saw matters as much as what
+// SQIBS did), under the newest incident of its event.id, or else as
+// unmatched; within MaxCallsPerIncident, MaxHistoryIncidents and
+// MaxUnmatchedCalls, which bound the calls kept, never the incidents.
 //
 // What SQIBS documents and the simulator follows:
 //   - The token comes as `Authorization: Bearer <token>` or `?token=<token>`;

@@ -25,6 +25,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.serveIncidents(w)
+	case p == "/history":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, "GET, HEAD")
+			return
+		}
+		s.serveHistory(w, r)
+	case p == "/reset":
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, "POST")
+			return
+		}
+		s.resetRoute.ServeHTTP(w, r)
 	case p == "/dead-letters":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			methodNotAllowed(w, "GET, HEAD")
@@ -46,25 +58,31 @@ func (s *Server) serveProcess(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			s.noteUnprocessed("", Call{}, OutcomeTooLarge, http.StatusRequestEntityTooLarge)
 			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody("payload too large"))
 			return
 		}
 		writeJSON(w, http.StatusBadRequest, errorBody("cannot read body"))
 		return
 	}
+	ev := eventOf(body)
+	id, call := about(ev) // for the history, whatever becomes of the call
 	if f := s.nextFault(body); f != nil {
+		outcome, code := faultCall(f)
+		s.noteUnprocessed(id, call, outcome, code)
 		s.applyFault(w, r, f)
 		return
 	}
 	q := r.URL.Query()
 	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization")), q.Get("token")) {
+		s.noteUnprocessed(id, call, OutcomeUnauthorized, http.StatusUnauthorized)
 		writeJSON(w, http.StatusUnauthorized, errorBody("unauthorized"))
 		return
 	}
 	if !textual(r.Header.Get("Content-Type")) {
-		body = nil // SQIBS treats unsupported content types as an empty payload
+		body, ev = nil, nil // SQIBS treats unsupported content types as an empty payload
 	}
-	code, res := s.process(body, q.Get("from"))
+	code, res := s.process(ev, body, q.Get("from"), id, call)
 	writeJSON(w, code, res)
 }
 
@@ -91,6 +109,28 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault) {
 		}
 		writeJSON(w, code, errorBody("simulated fault"))
 	}
+}
+
+// serveReset empties the simulator (Reset) and sends a browser back to
+// the page; the 303's body tells a script it happened.
+func (s *Server) serveReset(w http.ResponseWriter, _ *http.Request) {
+	s.Reset()
+	w.Header().Set("Location", "/")
+	writeJSON(w, http.StatusSeeOther, map[string]bool{"reset": true})
+}
+
+// sameOriginOnly refuses state-changing requests that a browser sent from
+// another page than the simulator's own (Sec-Fetch-Site other than
+// same-origin or none, or an Origin whose host is not the Host): a page on
+// any site, or another localhost port, must not be able to empty the
+// simulator of a developer who has it open. Requests without those
+// headers (curl, tests) pass.
+func sameOriginOnly(h http.Handler) http.Handler {
+	c := http.NewCrossOriginProtection()
+	c.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusForbidden, errorBody("cross-origin request refused: reset from the simulator's own page"))
+	}))
+	return c.Handler(h)
 }
 
 func (s *Server) serveIncidents(w http.ResponseWriter) {

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -50,21 +51,24 @@ type Fault struct {
 // Server is the simulator. It implements http.Handler and is safe for
 // concurrent use.
 type Server struct {
-	token    [sha256.Size]byte
-	hasToken bool
-	closed   chan struct{}
-	once     sync.Once
+	token      [sha256.Size]byte
+	hasToken   bool
+	closed     chan struct{}
+	once       sync.Once
+	resetRoute http.Handler // POST /reset, guarded by sameOriginOnly
 
 	mu        sync.Mutex
 	fault     func(call int, body []byte) *Fault
 	posts     int // POSTs to the process endpoint seen, for fault numbering
 	calls     int // POSTs processed
-	incidents []*Incident
-	open      map[string]int  // id → index of its open incident
-	seen      map[string]bool // ids that ever had an incident
-	changed   chan struct{}   // closed and replaced on every change, for Wait
+	incidents []*record
+	open      map[string]int // id → index of its open incident
+	latest    map[string]int // id → index of its newest incident
+	changed   chan struct{}  // closed and replaced on every change, for Wait
+	hist      history        // the calls, per incident and unmatched
 
 	deadLetters func() []DeadLetter // SetDeadLetters
+	deadHidden  map[deadKey]bool    // the dead letters listed when Reset last ran
 }
 
 // New returns a simulator that accepts token. An empty token accepts
@@ -76,6 +80,7 @@ func New(token string) *Server {
 		closed:   make(chan struct{}),
 		changed:  make(chan struct{}),
 	}
+	s.resetRoute = sameOriginOnly(http.HandlerFunc(s.serveReset))
 	s.resetLocked()
 	return s
 }
@@ -95,8 +100,8 @@ func (s *Server) Incidents() []Incident {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Incident, len(s.incidents))
-	for i, in := range s.incidents {
-		out[i] = in.clone()
+	for i, rec := range s.incidents {
+		out[i] = rec.clone()
 	}
 	return out
 }
@@ -140,13 +145,22 @@ func (s *Server) Wait(ctx context.Context, cond func(*Server) bool) error {
 	}
 }
 
-// Reset forgets all incidents and counters and removes the fault hook; the
-// token stays.
+// Reset forgets all incidents, their history and the counters, hides the
+// dead letters listed so far (see SetDeadLetters) and removes the fault
+// hook; the token stays.
 func (s *Server) Reset() {
+	s.mu.Lock()
+	f := s.deadLetters
+	s.mu.Unlock()
+	var shown []DeadLetter
+	if f != nil {
+		shown = f() // outside the lock, like every call of the source
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fault = nil
 	s.resetLocked()
+	s.hideDeadLocked(shown)
 	s.notifyLocked()
 }
 
@@ -163,12 +177,19 @@ func (s *Server) resetLocked() {
 	s.posts, s.calls = 0, 0
 	s.incidents = nil
 	s.open = map[string]int{}
-	s.seen = map[string]bool{}
+	s.latest = map[string]int{}
+	s.hist = history{}
 }
 
 func (s *Server) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// record is an incident with the calls it received.
+type record struct {
+	Incident
+	callLog
 }
 
 func (in *Incident) clone() Incident {
@@ -228,11 +249,12 @@ var (
 	resolveWords = []string{"PASSED", "FIXED"}
 )
 
-// process applies the API filter to one authorized call and returns the
-// HTTP status and body. payload is nil when the body is to be treated as
-// empty (unsupported Content-Type).
-func (s *Server) process(payload []byte, from string) (int, Result) {
-	ev := eventOf(payload)
+// process applies the API filter to one authorized call (ev is
+// eventOf(payload)), records it in the history and returns the HTTP status
+// and body. payload and ev are nil when the body is to be treated as empty
+// (unsupported Content-Type); heardID and c describe the call as it came
+// (see about), so such a call still shows under its incident.
+func (s *Server) process(ev map[string]any, payload []byte, from, heardID string, c Call) (int, Result) {
 	status, hasStatus := field(ev, "status")
 	trigger := hasStatus && containsAny(status, triggerWords)
 	resolve := hasStatus && containsAny(status, resolveWords)
@@ -246,12 +268,13 @@ func (s *Server) process(payload []byte, from string) (int, Result) {
 
 	var res Result
 	res.ID = fmt.Sprintf("sim-%06d", s.calls)
+	var created *record
 	if trigger {
 		if i, ok := s.open[id]; ok && id != "" {
 			s.incidents[i].Triggers++
 			res.Triggered.Duplicate = true
 		} else {
-			s.incidents = append(s.incidents, &Incident{
+			created = &record{Incident: Incident{
 				ID:          id,
 				Status:      StatusOpen,
 				Title:       title(ev, from),
@@ -259,10 +282,11 @@ func (s *Server) process(payload []byte, from string) (int, Result) {
 				Description: string(payload),
 				OpenedAt:    now,
 				Triggers:    1,
-			})
+			}}
+			s.incidents = append(s.incidents, created)
 			if id != "" {
 				s.open[id] = len(s.incidents) - 1
-				s.seen[id] = true
+				s.latest[id] = len(s.incidents) - 1
 			}
 			res.Triggered.Created = true
 		}
@@ -274,19 +298,25 @@ func (s *Server) process(payload []byte, from string) (int, Result) {
 			s.incidents[i].ResolvedAt = &t
 			delete(s.open, id)
 			res.Resolved.Resolved = true
-		} else if s.seen[id] {
+		} else if _, ok := s.latest[id]; ok {
 			res.Resolved.Duplicate = true // its latest incident is already resolved
 		}
 	}
 
+	code := 202
 	switch {
 	case res.Triggered.Created:
-		return 201, res
+		code = 201
 	case trigger || resolve:
-		return 200, res
-	default:
-		return 202, res
+		code = 200
 	}
+	c.At, c.CallID, c.Code, c.Outcome = now, res.ID, code, outcome(res, trigger, resolve)
+	target := created
+	if target == nil {
+		target = s.latestLocked(heardID)
+	}
+	s.addCallLocked(target, c)
+	return code, res
 }
 
 // eventOf returns the payload's "event" object, or nil when the payload is

@@ -282,16 +282,23 @@ func TestRoutes(t *testing.T) {
 		{"DELETE", "/", 405, "GET, HEAD"},
 		{"GET", "/dead-letters", 404, ""}, // no source set: the bridge's DLQ is SQS
 		{"POST", "/dead-letters", 405, "GET, HEAD"},
+		{"GET", "/history", 200, ""},
+		{"HEAD", "/history", 200, ""},
+		{"POST", "/history", 405, "GET, HEAD"},
+		{"GET", "/reset", 405, "POST"},
+		{"HEAD", "/reset", 405, "POST"},
 		{"GET", "/nope", 404, ""},
 		{"POST", "/v1/process/", 404, ""},
 		{"POST", "/v1/processes", 404, ""},
 		{"POST", "/v1/request", 404, ""},
+		{"POST", "/reset/", 404, ""},
+		{"POST", "/reset", 303, ""}, // last: it empties the simulator
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			req, _ := http.NewRequest(tt.method, ts.URL+tt.path, strings.NewReader(ev("a", "FAILED", "d")))
 			req.Header.Set("Authorization", "Bearer "+token)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := noRedirect.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -419,6 +426,44 @@ func TestPage(t *testing.T) {
 		if strings.Contains(body, ext) {
 			t.Errorf("page is not self-contained: has %q", ext)
 		}
+	}
+	csp := resp.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "form-action 'self'", "frame-ancestors 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+		}
+	}
+}
+
+// The page shows each incident's calls, links only web URLs, and has the
+// reset form.
+func TestPageHistory(t *testing.T) {
+	_, ts := newSim(t)
+	post(t, ts.URL, "", evURL("acme/api/main", "FAILED", "api #7 failed", "https://buildkite.com/acme/api/builds/7", 7))
+	post(t, ts.URL, "", evURL("acme/api/main", "FAILED", "api #8 failed", "javascript:alert(1)", 8))
+	post(t, ts.URL, "", evURL("acme/api/main", "FIXED", "api #9 fixed", "https://buildkite.com/acme/api/builds/9?a=1&b=2", 9))
+	post(t, ts.URL, "", ev("acme/never/main", "PASSED", "x"))
+
+	_, body := getBody(t, ts.URL+"/")
+	for _, want := range []string{
+		`<form method="post" action="/reset">`, `id="reset"`,
+		`<a href="https://buildkite.com/acme/api/builds/7" rel="noreferrer">#7</a>`,
+		`<a href="https://buildkite.com/acme/api/builds/9?a=1&amp;b=2" rel="noreferrer">#9</a>`,
+		">created<", ">duplicate trigger<", ">resolved<", ">nothing to resolve<",
+		"api #8 failed", "Calls that reached no incident", "acme/never/main", `href="/history"`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "javascript:") || strings.Contains(body, "#ZgotmplZ") {
+		t.Error("page links a javascript: URL")
+	}
+	if n := strings.Count(body, `<tr class="call">`); n != 4 {
+		t.Errorf("%d call rows, want 4", n)
+	}
+	if a, b := strings.Index(body, "api #7 failed"), strings.Index(body, "api #9 fixed"); a > b {
+		t.Error("an incident's calls are not oldest first")
 	}
 }
 
