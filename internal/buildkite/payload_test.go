@@ -119,8 +119,10 @@ var (
 var fixtureWants = map[string]fixtureWant{
 	"build_finished_failed.json": {event: "build.finished", state: "failed", branch: "main", author: "Jane Doe", username: "jane",
 		finishedAt: tFinished, failingAt: tFailing, startedAt: tStarted},
+	// Passed ten minutes after build_finished_failed.json failed: the same
+	// build made to pass by a retry, so it is newer in the incident state.
 	"build_finished_passed.json": {event: "build.finished", state: "passed", branch: "main", author: "Jane Doe", username: "jane",
-		finishedAt: tFinished, startedAt: tStarted},
+		finishedAt: mustTime("2024-08-05T12:10:00.000Z"), startedAt: tStarted},
 	"build_failing.json": {event: "build.failing", state: "failing", branch: "main", author: "Jane Doe", username: "jane",
 		failingAt: tFailing, startedAt: tStarted},
 	"build_finished_canceled.json": {event: "build.finished", state: "canceled", branch: "main", author: "Jane Doe", username: "jane",

@@ -55,6 +55,24 @@ func (b *bodies) list() []string {
 	return append([]string(nil), b.all...)
 }
 
+// The README's quick start, as written: the two fixtures sent unchanged,
+// the failure and then the same build passing on a retry, open and resolve
+// the incident (with the incident state on, as in make dev).
+func TestEndToEndQuickStart(t *testing.T) {
+	h := start(t, nil, "local-webhook-token")
+	for _, f := range []string{"build_finished_failed.json", "build_finished_passed.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.mustQueue(b)
+	}
+	h.wait("the incident opened and resolved", func(s *sqibssim.Server) bool {
+		in := s.Incidents()
+		return len(in) == 1 && in[0].ID == "acme/deploy-api/main" && in[0].Status == sqibssim.StatusResolved
+	})
+}
+
 // TestEndToEndEventRules plays the issue-10 stories through make dev's
 // stack: what a real Buildkite sends, and what the on-call engineer must
 // (not) be paged for.

@@ -138,8 +138,9 @@ func TestGuardSendsWhatTheStateAllows(t *testing.T) {
 	if gets, puts := st.calls(); gets != 4+1 || puts != 3+1 {
 		t.Errorf("%d reads and %d writes for 4 events; want 5 and 4", gets, puts)
 	}
-	// The resolve carried the recovery time, per pipeline.
-	if !strings.Contains(r.emf.String(), `"Pipeline":"deploy-api","time_to_recovery_s":0`) {
+	// The resolve carried the recovery time, per pipeline: the passed
+	// fixture finished 10 minutes after the failed one.
+	if !strings.Contains(r.emf.String(), `"Pipeline":"deploy-api","time_to_recovery_s":600`) {
 		t.Errorf("no time_to_recovery_s for deploy-api:\n%s", r.emf.String())
 	}
 }
@@ -155,10 +156,10 @@ func TestGuardRecoveryMetric(t *testing.T) {
 			t.Fatal(r.logs.String())
 		}
 	}
-	// The passed fixture finished at 12:00:00, 3 s before t0; the failure 90 s before t0.
+	// The passed fixture finished at 12:10:00, 597 s after t0; the failure 90 s before t0.
 	if !strings.Contains(r.emf.String(), `"Dimensions":[["FunctionName","Pipeline"]]`) ||
-		!strings.Contains(r.emf.String(), `"Pipeline":"deploy-api","time_to_recovery_s":87`) {
-		t.Errorf("want time_to_recovery_s 87 for deploy-api:\n%s", r.emf.String())
+		!strings.Contains(r.emf.String(), `"Pipeline":"deploy-api","time_to_recovery_s":687`) {
+		t.Errorf("want time_to_recovery_s 687 for deploy-api:\n%s", r.emf.String())
 	}
 }
 
