@@ -44,6 +44,11 @@ const (
 	DefaultSimAddr      = "127.0.0.1:8081"
 	DefaultWebhookToken = "local-webhook-token"
 	DefaultSQIBSToken   = "local-sqibs-token"
+	// The Buildkite API simulator, started when BUILDKITE_API_URL is unset.
+	DefaultBuildkiteSimAddr  = "127.0.0.1:8082"
+	DefaultBuildkiteAPIToken = "local-buildkite-token"
+	// DefaultReconcileEvery is RECONCILE_EVERY's default (DESIGN §9).
+	DefaultReconcileEvery = 10 * time.Minute
 )
 
 // Options tune a stack; the zero value is `make dev`.
