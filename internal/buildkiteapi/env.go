@@ -35,8 +35,12 @@ func FromEnv(r *config.Reader, ttl time.Duration, awsCfg func() (aws.Config, err
 	if err != nil {
 		return nil, err
 	}
-	return New(Config{BaseURL: base}, placeholderGuard{src}, nil)
+	return New(Config{BaseURL: base}, GuardPlaceholder(src), nil)
 }
+
+// GuardPlaceholder wraps a token source so that the placeholder
+// template.yaml seeds the secret with is refused (ErrPlaceholder), not sent.
+func GuardPlaceholder(ts TokenSource) TokenSource { return placeholderGuard{ts} }
 
 // placeholderGuard refuses the placeholder template.yaml seeds the secret
 // with, so no request carries it.
