@@ -44,7 +44,7 @@ type harness struct {
 	client *http.Client
 }
 
-func start(t *testing.T, env map[string]string, token string) *harness {
+func start(t *testing.T, env map[string]string, token string, tune ...func(*Options)) *harness {
 	t.Helper()
 	base := map[string]string{"DEV_ADDR": "127.0.0.1:0", "SQIBS_SIM_ADDR": "127.0.0.1:0", "BUILDKITE_SIM_ADDR": "127.0.0.1:0"}
 	for k, v := range env {
@@ -61,7 +61,7 @@ func start(t *testing.T, env map[string]string, token string) *harness {
 		// in-process queue runs the default concurrency and keeps FIFO.)
 		po.Concurrency = 1
 	}
-	s, err := Start(context.Background(), Options{
+	o := Options{
 		Env:    config.Map(base),
 		Stdout: h.out,
 		Stderr: h.logs,
@@ -78,7 +78,11 @@ func start(t *testing.T, env map[string]string, token string) *harness {
 		BackoffBase: 10 * time.Millisecond,
 		DrainWait:   5 * time.Second,
 		Poller:      po,
-	})
+	}
+	for _, f := range tune {
+		f(&o)
+	}
+	s, err := Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
