@@ -3,6 +3,7 @@ package buildkitesim
 import (
 	"cmp"
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -44,6 +45,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "" || path == "/":
 		writeJSON(w, http.StatusOK, map[string]any{"message": "🛠", "timestamp": time.Now().Unix()})
 		return
+	case path == "/_sim/webhooks":
+		s.serveRecord(w, r)
+		return
 	default:
 		writeJSON(w, http.StatusNotFound, message("Not Found"))
 		return
@@ -75,6 +79,38 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveList(w, req, q, opts)
+}
+
+// maxRecordBody bounds a body POSTed to /_sim/webhooks, like the receiver's
+// MAX_BODY_BYTES default.
+const maxRecordBody = 1 << 20
+
+// serveRecord is the simulator's own route (not Buildkite's): POST a
+// webhook body to /_sim/webhooks, with the API token, and the simulator
+// learns it as if Buildkite had run the build, while no webhook is sent.
+// make dev's way to lose a webhook on purpose.
+func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
+		return
+	}
+	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
+		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRecordBody+1))
+	if err != nil || len(body) > maxRecordBody {
+		writeJSON(w, http.StatusRequestEntityTooLarge, message("body too large"))
+		return
+	}
+	p, err := buildkite.Parse(body, r.Header.Get("X-Buildkite-Event"))
+	if err != nil || p.Build == nil || p.Build.Number <= 0 || p.OrgSlug() == "" || p.PipelineSlug() == "" {
+		writeJSON(w, http.StatusUnprocessableEntity, message("not a build or job webhook body with a build number and pipeline URLs"))
+		return
+	}
+	s.Record(p)
+	writeJSON(w, http.StatusOK, map[string]any{"recorded": p.OrgSlug() + "/" + p.PipelineSlug() + " #" + strconv.FormatInt(p.Build.Number, 10), "state": p.Build.State})
 }
 
 func (s *Server) serveBuild(w http.ResponseWriter, req Request, opts shape) {
