@@ -52,13 +52,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, message("Not Found"))
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
-		return
-	}
-	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
-		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
+	if !s.admit(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
 	q := r.URL.Query()
@@ -81,6 +75,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serveList(w, req, q, opts)
 }
 
+// admit answers 405 to a method not in allow and 401 to a request without
+// the token; true means neither.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, allow ...string) bool {
+	if !slices.Contains(allow, r.Method) {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
+		return false
+	}
+	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
+		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
+		return false
+	}
+	return true
+}
+
 // maxRecordBody bounds a body POSTed to /_sim/webhooks, like the receiver's
 // MAX_BODY_BYTES default.
 const maxRecordBody = 1 << 20
@@ -90,13 +99,7 @@ const maxRecordBody = 1 << 20
 // learns it as if Buildkite had run the build, while no webhook is sent.
 // make dev's way to lose a webhook on purpose.
 func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
-		return
-	}
-	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
-		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
+	if !s.admit(w, r, http.MethodPost) {
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRecordBody+1))
