@@ -13,18 +13,18 @@ export GOTOOLCHAIN := go1.27.3
 GOTAGS    := lambda.norpc,nethttpomithttp2
 GOFLAGS_BUILD := -tags $(GOTAGS) -trimpath -ldflags='-s -w'
 BIN       := bin
-FUNCTIONS := receiver dispatcher
+FUNCTIONS := receiver dispatcher reconciler
 # A count, not a duration: a run then does the same work on any machine (and
 # Go 1.26's coordinator could fail a clean timed run at its deadline,
 # golang/go#75804, fixed in Go 1.27). FUZZTIME=30s works too.
 FUZZTIME  ?= 50000x
 
-.PHONY: help build test lint fuzz clean build-ReceiverFunction build-DispatcherFunction
+.PHONY: help build test lint fuzz clean build-ReceiverFunction build-DispatcherFunction build-ReconcilerFunction
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## bootstrap binaries for both functions (linux/arm64) in bin/<fn>/bootstrap
+build: ## bootstrap binaries for every function (linux/arm64) in bin/<fn>/bootstrap
 	@for fn in $(FUNCTIONS); do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/$$fn/bootstrap ./functions/$$fn; \
 	  echo "built $(BIN)/$$fn/bootstrap ($$(wc -c < $(BIN)/$$fn/bootstrap | tr -d ' ') bytes)"; \
@@ -32,7 +32,7 @@ build: ## bootstrap binaries for both functions (linux/arm64) in bin/<fn>/bootst
 
 # `sam build` (BuildMethod: makefile) calls these with ARTIFACTS_DIR set.
 # Without ARTIFACTS_DIR they would write /bootstrap: refuse instead.
-build-ReceiverFunction build-DispatcherFunction: build-%Function:
+build-ReceiverFunction build-DispatcherFunction build-ReconcilerFunction: build-%Function:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "$@ is for sam build, which sets ARTIFACTS_DIR; use make build"; exit 2; }
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/$(shell echo $* | tr A-Z a-z)
 
@@ -66,10 +66,16 @@ dev: ## the whole bridge locally: receiver, in-process queue, dispatcher, SQIBS 
 	@$(GO) build -o $(BIN)/devserver ./scripts/devserver
 	@exec $(BIN)/devserver
 
+# Each function's Timeout in template.yaml (the dispatcher's without the
+# Buildkite API; with it, 32s).
+TIMEOUT_receiver   := 5s
+TIMEOUT_dispatcher := 30s
+TIMEOUT_reconciler := 60s
+
 invoke: ## run a function's bootstrap against a local Runtime API: make invoke FN=receiver EVENT=events/receiver-ping.json
-	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=receiver|dispatcher EVENT=events/<file>.json"; exit 2; }
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=receiver|dispatcher|reconciler EVENT=events/<file>.json"; exit 2; }
 	@$(GO) build -o $(BIN)/invoke ./scripts/invoke
-	@$(BIN)/invoke -fn $(FN) -event $(EVENT) -env events/env.json -timeout $(if $(filter dispatcher,$(FN)),30s,5s)
+	@$(BIN)/invoke -fn $(FN) -event $(EVENT) -env events/env.json -timeout $(or $(TIMEOUT_$(FN)),5s)
 
 .PHONY: deploy
 deploy: ## sam build && sam deploy --guided (needs the SAM CLI and AWS credentials)
@@ -86,7 +92,7 @@ soak: ## the fault-injection run as make dev sees it: 30 pipelines x 8 builds in
 # but keep their symbol table: without one (-ldflags=-s) govulncheck can only
 # match modules, and reports every vulnerable symbol of them as present.
 .PHONY: vulncheck
-vulncheck: ## govulncheck: source ./... and both bootstraps, against a local vuln DB built from golang.org/x/vulndb
+vulncheck: ## govulncheck: source ./... and every bootstrap, against a local vuln DB built from golang.org/x/vulndb
 	@for fn in $(FUNCTIONS); do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags $(GOTAGS) -trimpath -o $(BIN)/vulncheck/$$fn/bootstrap ./functions/$$fn; \
 	done

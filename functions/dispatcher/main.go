@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
+	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
@@ -34,6 +35,14 @@ func main() {
 	if err != nil {
 		app.Exit(log, err)
 	}
+	// nil without a Buildkite API token: enrichment and parents off.
+	api, err := buildkiteapi.FromEnv(env, cfg.SecretTTL, app.LambdaAWSConfig, log)
+	if err != nil {
+		app.Exit(log, err)
+	}
+	if api != nil { // keep a nil *Client from becoming a non-nil interface
+		cfg.Handler.API = api
+	}
 	awsCfg, err := app.LambdaAWSConfig()
 	if err != nil {
 		app.Exit(log, err)
@@ -47,6 +56,7 @@ func main() {
 	if cfg.StateTable != "" {
 		cfg.Handler.State = dynamo.New(dynamo.NewClient(awsCfg), cfg.StateTable)
 	}
+
 	m := metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME"))
 	h := dispatcher.New(cfg.Handler, client, &queue.SQSVisibility{API: sqsClient}, dlq, log, m)
 	lambda.Start(h.Handle)

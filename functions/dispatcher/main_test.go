@@ -20,6 +20,7 @@ func TestBadConfigStopsWithOneLine(t *testing.T) {
 		{append(ok, "JOB_INCIDENTS=2"), "JOB_INCIDENTS"},
 		{append(ok, "ALERT_AFTER_FAILURES=0"), "ALERT_AFTER_FAILURES"},
 		{[]string{"SQIBS_URL=not a url", "SQIBS_API_TOKEN=t", "AWS_REGION=us-east-1"}, "SQIBS_URL"},
+		{append(ok, "BUILDKITE_API_TOKEN=bkua_x", "BUILDKITE_API_URL=ftp://api.example"), "BUILDKITE_API_URL"},
 	} {
 		t.Run(tc.want, func(t *testing.T) { testutil.ExpectConfigExit(t, bin, tc.env, tc.want) })
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/awsenv"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 )
 
@@ -69,13 +70,16 @@ type TokenSpec struct {
 	ARNVar     string // e.g. WEBHOOK_TOKEN_SECRET_ARN
 }
 
+// Configured reports whether either variable is set (not blank).
+func (s TokenSpec) Configured(r *config.Reader) bool { return r.Has(s.LiteralVar) || r.Has(s.ARNVar) }
+
 // The tokens of DESIGN §2, named once. The Buildkite API token is
 // optional: Token returns nil without it, and enrichment and
 // reconciliation are off (§9).
 var (
 	WebhookTokenVars      = TokenSpec{LiteralVar: "BUILDKITE_WEBHOOK_TOKEN", ARNVar: "WEBHOOK_TOKEN_SECRET_ARN"}
 	SQIBSTokenVars        = TokenSpec{LiteralVar: "SQIBS_API_TOKEN", ARNVar: "SQIBS_TOKEN_SECRET_ARN"}
-	BuildkiteAPITokenVars = TokenSpec{LiteralVar: "BUILDKITE_API_TOKEN", ARNVar: "BUILDKITE_API_TOKEN_SECRET_ARN"}
+	BuildkiteAPITokenVars = TokenSpec{LiteralVar: incident.APITokenVar, ARNVar: incident.APITokenARNVar}
 )
 
 // Token returns the token source the environment configures, or nil when it

@@ -269,10 +269,15 @@ func buildPath(org, pipeline string) string {
 	return "/organizations/" + url.PathEscape(org) + "/pipelines/" + url.PathEscape(pipeline) + "/builds"
 }
 
-// clean applies what buildkite.Parse applies to a webhook: the commit
-// message is reduced to its bounded subject, e-mail addresses replaced.
+// clean applies what buildkite.Parse applies to a webhook: every string
+// bounded and without e-mail addresses, the commit message reduced to its
+// subject. API answers reach the SQIBS payload (failed_jobs), the queue
+// (the reconciler's resolves) and log lines like webhooks do.
 func clean(b *Build) {
-	b.Message = buildkite.Subject(b.Message)
+	(&buildkite.Payload{Build: &b.Build, Pipeline: b.Pipeline}).Sanitize()
+	for i := range b.Jobs {
+		(&buildkite.Payload{Job: &b.Jobs[i]}).Sanitize()
+	}
 }
 
 // get makes one GET and decodes a 200 body into v.

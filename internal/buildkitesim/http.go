@@ -3,6 +3,7 @@ package buildkitesim
 import (
 	"cmp"
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -44,17 +45,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "" || path == "/":
 		writeJSON(w, http.StatusOK, map[string]any{"message": "🛠", "timestamp": time.Now().Unix()})
 		return
+	case path == "/_sim/webhooks":
+		s.serveRecord(w, r)
+		return
 	default:
 		writeJSON(w, http.StatusNotFound, message("Not Found"))
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
-		return
-	}
-	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
-		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
+	if !s.admit(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
 	q := r.URL.Query()
@@ -75,6 +73,47 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveList(w, req, q, opts)
+}
+
+// admit answers 405 to a method not in allow and 401 to a request without
+// the token; true means neither.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, allow ...string) bool {
+	if !slices.Contains(allow, r.Method) {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
+		return false
+	}
+	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
+		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
+		return false
+	}
+	return true
+}
+
+// maxRecordBody bounds a body POSTed to /_sim/webhooks, like the receiver's
+// MAX_BODY_BYTES default.
+const maxRecordBody = 1 << 20
+
+// serveRecord is the simulator's own route (not Buildkite's): POST a
+// webhook body to /_sim/webhooks, with the API token, and the simulator
+// learns it as if Buildkite had run the build, while no webhook is sent.
+// make dev's way to lose a webhook on purpose.
+func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request) {
+	if !s.admit(w, r, http.MethodPost) {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRecordBody+1))
+	if err != nil || len(body) > maxRecordBody {
+		writeJSON(w, http.StatusRequestEntityTooLarge, message("body too large"))
+		return
+	}
+	p, err := buildkite.Parse(body, r.Header.Get("X-Buildkite-Event"))
+	if err != nil || p.Build == nil || p.Build.Number <= 0 || p.OrgSlug() == "" || p.PipelineSlug() == "" {
+		writeJSON(w, http.StatusUnprocessableEntity, message("not a build or job webhook body with a build number and pipeline URLs"))
+		return
+	}
+	s.Record(p)
+	writeJSON(w, http.StatusOK, map[string]any{"recorded": p.OrgSlug() + "/" + p.PipelineSlug() + " #" + strconv.FormatInt(p.Build.Number, 10), "state": p.Build.State})
 }
 
 func (s *Server) serveBuild(w http.ResponseWriter, req Request, opts shape) {

@@ -14,6 +14,8 @@
 //	    blocked, canceled), exclude_jobs, exclude_pipeline, page, per_page
 //	    (default 30, at most 100)
 //	GET /organizations/{org}/builds  (same parameters)
+//	POST /_sim/webhooks  the simulator's own: learn a webhook body (Record)
+//	    without any webhook being sent (make dev's lost webhook)
 //
 // What follows Buildkite's REST docs (pages/apis/rest_api/builds.md,
 // rate_limits.md, the API overview):

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -407,6 +408,40 @@ func TestTap(t *testing.T) {
 	}
 	if _, err := client(t, ts, buildkiteapi.Config{}).Build(context.Background(), "acme", "deploy-api", 1234); err != nil {
 		t.Errorf("the tapped webhook was not recorded: %v", err)
+	}
+}
+
+// POST /_sim/webhooks teaches the simulator a build no webhook announced.
+func TestRecordRoute(t *testing.T) {
+	_, ts := newSim(t)
+	body, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", "build_finished_passed.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, auth, body string
+		code             int
+	}{
+		{"no token", "", string(body), 401},
+		{"wrong token", "Bearer nope", string(body), 401},
+		{"not a webhook", "Bearer " + token, `{"event":"ping"}`, 422},
+		{"recorded", "Bearer " + token, string(body), 200},
+	} {
+		req, _ := http.NewRequest("POST", ts.URL+"/_sim/webhooks", strings.NewReader(c.body))
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("%s: %d, want %d", c.name, resp.StatusCode, c.code)
+		}
+	}
+	if code, _, b := get(t, ts.URL+"/v2/organizations/acme/pipelines/deploy-api/builds/1234", "Bearer "+token); code != 200 || b.(map[string]any)["state"] != "passed" {
+		t.Errorf("the recorded build: %d %v", code, b)
 	}
 }
 

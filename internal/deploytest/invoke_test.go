@@ -63,6 +63,7 @@ func binaries(t *testing.T) (invoke, receiverBin, dispatcherBin string) {
 			{"invoke", "./scripts/invoke", ""},
 			{"receiver/bootstrap", "./functions/receiver", buildtags.Lambda},
 			{"dispatcher/bootstrap", "./functions/dispatcher", buildtags.Lambda},
+			{"reconciler/bootstrap", "./functions/reconciler", buildtags.Lambda},
 		} {
 			args := []string{"build", "-trimpath", "-o", filepath.Join(bins.dir, b.out)}
 			if b.tags != "" {
@@ -81,6 +82,13 @@ func binaries(t *testing.T) (invoke, receiverBin, dispatcherBin string) {
 		t.Fatal(bins.err)
 	}
 	return filepath.Join(bins.dir, "invoke"), filepath.Join(bins.dir, "receiver", "bootstrap"), filepath.Join(bins.dir, "dispatcher", "bootstrap")
+}
+
+// bootstrap is the path of fn's bootstrap, built by binaries.
+func bootstrap(t *testing.T, fn string) string {
+	t.Helper()
+	binaries(t)
+	return filepath.Join(bins.dir, fn, "bootstrap")
 }
 
 // envFileWith writes events/env.json with some values replaced, for the
@@ -117,7 +125,7 @@ func envFileWith(t *testing.T, overrides map[string]map[string]string) string {
 // functionTimeout is each function's Timeout in template.yaml: the
 // dispatcher starts no delivery with less than its delivery budget left (15 s),
 // so it must run with its deployed timeout to behave as deployed.
-var functionTimeout = map[string]string{"receiver": "5s", "dispatcher": "30s"}
+var functionTimeout = map[string]string{"receiver": "5s", "dispatcher": "30s", "reconciler": "60s"}
 
 // invoke runs `invoke -fn fn -event events/<name> -env env -bootstrap bin
 // -timeout <the function's>` and returns its exit code and stdout (the

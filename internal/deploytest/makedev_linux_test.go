@@ -26,7 +26,7 @@ func TestMakeDevExitsZeroOnCtrlC(t *testing.T) {
 	defer slave.Close()
 
 	cmd := exec.Command("make", "-s", "-C", templateDir, "dev")
-	cmd.Env = append(os.Environ(), "DEV_ADDR=127.0.0.1:0", "SQIBS_SIM_ADDR=127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "DEV_ADDR=127.0.0.1:0", "SQIBS_SIM_ADDR=127.0.0.1:0", "BUILDKITE_SIM_ADDR=127.0.0.1:0")
 	out := &testutil.Buffer{} // written by exec's copying goroutines while read here
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, out, out
 	// A session of its own whose controlling terminal is the pty: make is

@@ -47,6 +47,71 @@ func loadTemplate(t *testing.T) cfn {
 	return m
 }
 
+// apiModes are the two ways the template deploys: BuildkiteApi "false"
+// (the default: nothing of the REST API exists) and "true".
+var apiModes = []bool{false, true}
+
+// loadTemplateWith is the template as CloudFormation deploys it with
+// BuildkiteApi set to api (ReconcileEvery left at its default): the
+// resources and outputs whose Condition is false removed, !If on the API's
+// conditions resolved, and AWS::NoValue dropped. Other conditions
+// (HasAlarmTopic, ...) stay as written.
+func loadTemplateWith(t *testing.T, api bool) cfn {
+	t.Helper()
+	conds := map[string]bool{"HasBuildkiteApi": api, "ReconcileScheduled": api}
+	v, _ := resolveConditions(map[string]any(loadTemplate(t)), conds)
+	m, _ := v.(map[string]any)
+	for _, section := range []string{"Resources", "Outputs"} {
+		entries, _ := m[section].(map[string]any)
+		for id, e := range entries {
+			if c, ok := dig(e, "Condition").(string); ok {
+				if on, known := conds[c]; known && !on {
+					delete(entries, id)
+				}
+			}
+		}
+	}
+	return m
+}
+
+// resolveConditions resolves {"Fn::If": [cond, a, b]} for the conditions in
+// conds; keep is false for a value that resolves to AWS::NoValue.
+func resolveConditions(v any, conds map[string]bool) (out any, keep bool) {
+	switch v := v.(type) {
+	case map[string]any:
+		if ifArgs, ok := v["Fn::If"].([]any); ok && len(v) == 1 && len(ifArgs) == 3 {
+			if c, _ := ifArgs[0].(string); c != "" {
+				if on, known := conds[c]; known {
+					pick := ifArgs[2]
+					if on {
+						pick = ifArgs[1]
+					}
+					return resolveConditions(pick, conds)
+				}
+			}
+		}
+		if r, _ := v["Ref"].(string); r == "AWS::NoValue" && len(v) == 1 {
+			return nil, false
+		}
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			if r, ok := resolveConditions(e, conds); ok {
+				m[k] = r
+			}
+		}
+		return m, true
+	case []any:
+		l := make([]any, 0, len(v))
+		for _, e := range v {
+			if r, ok := resolveConditions(e, conds); ok {
+				l = append(l, r)
+			}
+		}
+		return l, true
+	}
+	return v, true
+}
+
 // parseCFN decodes YAML into maps, slices and scalars, expanding
 // CloudFormation's short-form tags, which a plain Unmarshal would reject.
 func parseCFN(b []byte) (any, error) {
@@ -333,21 +398,58 @@ i: !GetAtt [Q, QueueUrl]
 }
 
 func TestReceiverPermissions(t *testing.T) {
-	got := loadTemplate(t).grants(t, "ReceiverFunction")
-	want := map[string][]string{
-		"logs:CreateLogStream":          {"ReceiverLogGroup"},
-		"logs:PutLogEvents":             {"ReceiverLogGroup"},
-		"sqs:SendMessage":               {"EventQueue"},
-		"secretsmanager:GetSecretValue": {"WebhookTokenSecret"},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("receiver may do\n%v\nwant exactly\n%v", got, want)
+	// The same with the Buildkite API: the receiver only learns that a
+	// token is configured, and cannot read it.
+	for _, api := range apiModes {
+		got := loadTemplateWith(t, api).grants(t, "ReceiverFunction")
+		want := map[string][]string{
+			"logs:CreateLogStream":          {"ReceiverLogGroup"},
+			"logs:PutLogEvents":             {"ReceiverLogGroup"},
+			"sqs:SendMessage":               {"EventQueue"},
+			"secretsmanager:GetSecretValue": {"WebhookTokenSecret"},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("BuildkiteApi %v: receiver may do\n%v\nwant exactly\n%v", api, got, want)
+		}
 	}
 }
 
 func TestDispatcherPermissions(t *testing.T) {
-	got := loadTemplate(t).grants(t, "DispatcherFunction")
+	for _, api := range apiModes {
+		got := loadTemplateWith(t, api).grants(t, "DispatcherFunction")
+		want := dispatcherGrants()
+		if api {
+			// Failed jobs and parent builds: the API token, read only.
+			want["secretsmanager:GetSecretValue"] = []string{"BuildkiteApiTokenSecret", "SqibsTokenSecret"}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("BuildkiteApi %v: dispatcher may do\n%v\nwant exactly\n%v", api, got, want)
+		}
+	}
+}
+
+// The reconciler exists only with the API, and may only Scan the state
+// table (no item reads or writes: the dispatcher owns the items), send to
+// the event queue (not the DLQ), and read the API token.
+func TestReconcilerPermissions(t *testing.T) {
+	if r := dig(loadTemplateWith(t, false), "Resources", "ReconcilerFunction"); r != nil {
+		t.Errorf("BuildkiteApi false: the reconciler exists")
+	}
+	got := loadTemplateWith(t, true).grants(t, "ReconcilerFunction")
 	want := map[string][]string{
+		"logs:CreateLogStream":          {"ReconcilerLogGroup"},
+		"logs:PutLogEvents":             {"ReconcilerLogGroup"},
+		"dynamodb:Scan":                 {"StateTable"},
+		"sqs:SendMessage":               {"EventQueue"},
+		"secretsmanager:GetSecretValue": {"BuildkiteApiTokenSecret"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("reconciler may do\n%v\nwant exactly\n%v", got, want)
+	}
+}
+
+func dispatcherGrants() map[string][]string {
+	return map[string][]string{
 		"logs:CreateLogStream": {"DispatcherLogGroup"},
 		"logs:PutLogEvents":    {"DispatcherLogGroup"},
 		// The event source mapping polls with the function's role.
@@ -365,8 +467,60 @@ func TestDispatcherPermissions(t *testing.T) {
 		"dynamodb:GetItem": {"StateTable"},
 		"dynamodb:PutItem": {"StateTable"},
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("dispatcher may do\n%v\nwant exactly\n%v", got, want)
+}
+
+// TestReferencesResolve: whichever way it deploys, every !Ref, !GetAtt and
+// ${...} names a parameter, a pseudo parameter or a resource that exists
+// then (a resource of the API referred to without its condition would fail
+// the deploy with BuildkiteApi "false").
+func TestReferencesResolve(t *testing.T) {
+	sub := regexp.MustCompile(`\$\{([^}!]+)\}`)
+	for _, api := range apiModes {
+		tpl := loadTemplateWith(t, api)
+		known := map[string]bool{}
+		for _, section := range []string{"Parameters", "Resources"} {
+			for id := range dig(tpl, section).(map[string]any) {
+				known[id] = true
+			}
+		}
+		// What SAM generates for a function: <id>Url, <id><EventName>.
+		for id, r := range dig(tpl, "Resources").(map[string]any) {
+			if dig(r, "Type") != "AWS::Serverless::Function" {
+				continue
+			}
+			if dig(r, "Properties", "FunctionUrlConfig") != nil {
+				known[id+"Url"] = true
+			}
+			evs, _ := dig(r, "Properties", "Events").(map[string]any)
+			for ev := range evs {
+				known[id+ev] = true
+			}
+		}
+		var walk func(where string, v any)
+		walk = func(where string, v any) {
+			switch v := v.(type) {
+			case map[string]any:
+				if id, _ := refTarget(v); id != "" && !strings.HasPrefix(id, "AWS::") && !known[id] {
+					t.Errorf("BuildkiteApi %v: %s refers to %s, which does not exist then", api, where, id)
+				}
+				if s, ok := v["Fn::Sub"].(string); ok {
+					for _, m := range sub.FindAllStringSubmatch(s, -1) {
+						if id, _, _ := strings.Cut(m[1], "."); !strings.HasPrefix(id, "AWS::") && !known[id] {
+							t.Errorf("BuildkiteApi %v: %s: ${%s} does not exist then", api, where, m[1])
+						}
+					}
+				}
+				for k, e := range v {
+					walk(where+"."+k, e)
+				}
+			case []any:
+				for i, e := range v {
+					walk(fmt.Sprintf("%s[%d]", where, i), e)
+				}
+			}
+		}
+		walk("Resources", tpl["Resources"])
+		walk("Outputs", tpl["Outputs"])
 	}
 }
 
@@ -497,7 +651,20 @@ func TestQueues(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
-	tpl := loadTemplate(t)
+	for _, api := range apiModes {
+		t.Run(fmt.Sprintf("BuildkiteApi %v", api), func(t *testing.T) { checkTimeouts(t, loadTemplateWith(t, api), api) })
+	}
+	// Without the API the dispatcher keeps its 30 s and the queue its 180 s.
+	tpl := loadTemplateWith(t, false)
+	if got := tpl.functionProp(t, "DispatcherFunction", "Timeout"); got != 30 {
+		t.Errorf("dispatcher Timeout without the API = %v; want 30 as before", got)
+	}
+	if got := dig(tpl.props(t, "EventQueue", "AWS::SQS::Queue"), "VisibilityTimeout"); got != 180 {
+		t.Errorf("EventQueue VisibilityTimeout without the API = %v; want 180 as before", got)
+	}
+}
+
+func checkTimeouts(t *testing.T, tpl cfn, api bool) {
 	dispatcher := intValue(t, "dispatcher Timeout", tpl.functionProp(t, "DispatcherFunction", "Timeout"))
 	receiver := intValue(t, "receiver Timeout", tpl.functionProp(t, "ReceiverFunction", "Timeout"))
 	q := tpl.props(t, "EventQueue", "AWS::SQS::Queue")
@@ -523,7 +690,7 @@ func TestTimeouts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("SqibsTimeout allows %q: %v", v, err)
 		}
-		if budget := dispatcherpkg.DeliveryBudget(d); time.Duration(dispatcher)*time.Second < budget+5*time.Second {
+		if budget := dispatcherpkg.DeliveryBudget(d, api); time.Duration(dispatcher)*time.Second < budget+5*time.Second {
 			t.Errorf("SqibsTimeout %s: delivery budget %s leaves under 5 s of the dispatcher's %d s Timeout", v, budget, dispatcher)
 		}
 	}
@@ -688,7 +855,12 @@ var ruleVars = map[string]string{
 }
 
 func TestEnvironment(t *testing.T) {
-	tpl := loadTemplate(t)
+	for _, api := range apiModes {
+		t.Run(fmt.Sprintf("BuildkiteApi %v", api), func(t *testing.T) { checkEnvironment(t, loadTemplateWith(t, api), api) })
+	}
+}
+
+func checkEnvironment(t *testing.T, tpl cfn, api bool) {
 	// Every DESIGN §2 variable that applies in Lambda, with what it must
 	// point at: a template parameter, or a resource (id.attr; attr "" = !Ref).
 	// BUILDKITE_WEBHOOK_TOKEN / SQIBS_API_TOKEN are for local runs only: in
@@ -716,8 +888,28 @@ func TestEnvironment(t *testing.T) {
 	// Declared only so `sam local invoke --env-vars` can set them, and empty
 	// (= unset) in the template: no token ever lives in a Lambda environment.
 	localOnly := map[string][]string{
-		"ReceiverFunction":   {"BUILDKITE_WEBHOOK_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"},
-		"DispatcherFunction": {"SQIBS_API_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_DYNAMODB"},
+		"ReceiverFunction": {"BUILDKITE_WEBHOOK_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"},
+		"DispatcherFunction": {"SQIBS_API_TOKEN", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_DYNAMODB",
+			"BUILDKITE_API_TOKEN", "BUILDKITE_API_URL"},
+	}
+	// The API token's secret: on the receiver only as "a token is
+	// configured" (its rules defer triggered builds), on the dispatcher to
+	// read; empty (= unset, the API off) without the API.
+	for _, fn := range []string{"ReceiverFunction", "DispatcherFunction"} {
+		if api {
+			want[fn]["BUILDKITE_API_TOKEN_SECRET_ARN"] = "BuildkiteApiTokenSecret."
+		} else {
+			localOnly[fn] = append(localOnly[fn], "BUILDKITE_API_TOKEN_SECRET_ARN")
+		}
+	}
+	if api {
+		want["ReconcilerFunction"] = map[string]string{
+			"STATE_TABLE":                    "StateTable.",
+			"QUEUE_URL":                      "EventQueue.QueueUrl",
+			"BUILDKITE_API_TOKEN_SECRET_ARN": "BuildkiteApiTokenSecret.",
+		}
+		localOnly["ReconcilerFunction"] = []string{"BUILDKITE_API_TOKEN", "BUILDKITE_API_URL", "AWS_ENDPOINT_URL_SQS",
+			"AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL_DYNAMODB"}
 	}
 	for fn, vars := range want {
 		maps.Copy(vars, ruleVars)
@@ -782,6 +974,8 @@ func TestParameters(t *testing.T) {
 		{"JobIncidents", "false"},
 		{"Severity", "high"},
 		{"AlertAfterFailures", "1"},
+		{"BuildkiteApi", "false"}, // everything of issue 13 off unless asked for
+		{"ReconcileEvery", "10m"},
 	} {
 		p, ok := params[tc.param].(map[string]any)
 		if !ok {
@@ -836,10 +1030,12 @@ func TestStateTable(t *testing.T) {
 		t.Errorf("StatePointInTimeRecovery AllowedValues = %v", got)
 	}
 	// No other resource names the table: the receiver (checked exactly by
-	// TestReceiverPermissions) cannot reach it, and only the dispatcher
-	// reads STATE_TABLE.
+	// TestReceiverPermissions) cannot reach it; the dispatcher reads and
+	// writes it (STATE_TABLE), and the reconciler, with the API, may only
+	// Scan it (TestReconcilerPermissions).
 	for id, r := range dig(tpl, "Resources").(map[string]any) {
-		if id == "StateTable" || id == "DispatcherFunction" || id == "DispatcherRole" {
+		switch id {
+		case "StateTable", "DispatcherFunction", "DispatcherRole", "ReconcilerFunction", "ReconcilerRole":
 			continue
 		}
 		if refersTo(r, "StateTable") {
@@ -894,11 +1090,84 @@ func TestSecrets(t *testing.T) {
 	if d, _ := sqibs["Description"].(string); !strings.Contains(d, "put-secret-value") || !strings.Contains(d, "scripts/put-sqibs-token") {
 		t.Errorf("SqibsTokenSecret Description does not say how to set the token: %q", d)
 	}
+
+	// The API token's secret: only with the API, a placeholder the
+	// dispatcher and reconciler refuse (buildkiteapi.ErrPlaceholder).
+	if dig(loadTemplateWith(t, false), "Resources", "BuildkiteApiTokenSecret") != nil {
+		t.Error("BuildkiteApi false: the API token secret exists")
+	}
+	bk := loadTemplateWith(t, true).props(t, "BuildkiteApiTokenSecret", "AWS::SecretsManager::Secret")
+	if bk["SecretString"] != app.PlaceholderToken {
+		t.Errorf("BuildkiteApiTokenSecret SecretString = %v; want the placeholder %q", bk["SecretString"], app.PlaceholderToken)
+	}
+	if d, _ := bk["Description"].(string); !strings.Contains(d, "put-secret-value") || !strings.Contains(d, "read_builds") {
+		t.Errorf("BuildkiteApiTokenSecret Description does not say how to set the token and its scope: %q", d)
+	}
+}
+
+// TestReconcilerSchedule: the reconciler runs on RECONCILE_EVERY, one run
+// at a time, never retried by Lambda, and inside its own timeout.
+func TestReconcilerSchedule(t *testing.T) {
+	raw := loadTemplate(t)
+	rates, _ := dig(raw, "Mappings", "ReconcileRates").(map[string]any)
+	allowed := strList(dig(raw, "Parameters", "ReconcileEvery", "AllowedValues"))
+	if !slices.Contains(allowed, "off") || dig(raw, "Parameters", "ReconcileEvery", "Default") != "10m" {
+		t.Errorf("ReconcileEvery allows %v, default %v; want off among them and 10m (DESIGN §9)", allowed, dig(raw, "Parameters", "ReconcileEvery", "Default"))
+	}
+	unit := map[string]time.Duration{"minute": time.Minute, "minutes": time.Minute, "hour": time.Hour, "hours": time.Hour}
+	tpl := loadTemplateWith(t, true)
+	timeout := time.Duration(intValue(t, "reconciler Timeout", tpl.functionProp(t, "ReconcilerFunction", "Timeout"))) * time.Second
+	for _, v := range allowed {
+		rate, _ := dig(rates, v, "Rate").(string)
+		var n int
+		var u string
+		if _, err := fmt.Sscanf(rate, "rate(%d %s", &n, &u); err != nil || unit[strings.TrimSuffix(u, ")")] == 0 {
+			t.Errorf("ReconcileEvery %s: rate %q is not rate(<n> minutes|hours)", v, rate)
+			continue
+		}
+		every := time.Duration(n) * unit[strings.TrimSuffix(u, ")")]
+		if v != "off" {
+			if d, err := time.ParseDuration(v); err != nil || d != every {
+				t.Errorf("ReconcileEvery %s runs every %s", v, every)
+			}
+		}
+		if every < 2*timeout {
+			t.Errorf("ReconcileEvery %s: runs %s apart with a %s timeout: a slow run would meet the next", v, every, timeout)
+		}
+	}
+	p := tpl.props(t, "ReconcilerFunction", "AWS::Serverless::Function")
+	if got := intValue(t, "ReservedConcurrentExecutions", p["ReservedConcurrentExecutions"]); got != 1 {
+		t.Errorf("ReservedConcurrentExecutions = %d; want 1 (runs must not overlap)", got)
+	}
+	if got := dig(p, "EventInvokeConfig", "MaximumRetryAttempts"); got != 0 {
+		t.Errorf("EventInvokeConfig.MaximumRetryAttempts = %v; want 0 (the next run is the retry)", got)
+	}
+	events, _ := p["Events"].(map[string]any)
+	if len(events) != 1 || dig(events, "Schedule", "Type") != "Schedule" {
+		t.Fatalf("reconciler Events = %v; want one Schedule", events)
+	}
+	want := map[string]any{"Fn::FindInMap": []any{"ReconcileRates", map[string]any{"Ref": "ReconcileEvery"}, "Rate"}}
+	if got := dig(events, "Schedule", "Properties", "Schedule"); !reflect.DeepEqual(got, want) {
+		t.Errorf("Schedule = %#v; want the ReconcileEvery rate", got)
+	}
+	if got := dig(events, "Schedule", "Properties", "State"); got != "ENABLED" {
+		t.Errorf("schedule State with the API and ReconcileEvery 10m = %v; want ENABLED", got)
+	}
+	off, _ := resolveConditions(dig(raw, "Resources", "ReconcilerFunction", "Properties", "Events", "Schedule", "Properties", "State"),
+		map[string]bool{"ReconcileScheduled": false})
+	if off != "DISABLED" {
+		t.Errorf("schedule State with ReconcileEvery off = %v; want DISABLED", off)
+	}
+	if got := dig(raw, "Conditions", "ReconcileScheduled"); !reflect.DeepEqual(got, map[string]any{"Fn::And": []any{
+		map[string]any{"Condition": "HasBuildkiteApi"},
+		map[string]any{"Fn::Not": []any{map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "ReconcileEvery"}, "off"}}}}}}) {
+		t.Errorf("ReconcileScheduled = %#v", got)
+	}
 }
 
 func TestLogGroups(t *testing.T) {
-	tpl := loadTemplate(t)
-	for _, fn := range []string{"ReceiverFunction", "DispatcherFunction"} {
+	tpl := loadTemplateWith(t, true)
+	for _, fn := range []string{"ReceiverFunction", "DispatcherFunction", "ReconcilerFunction"} {
 		p := tpl.props(t, fn, "AWS::Serverless::Function")
 		name, _ := dig(p, "FunctionName", "Fn::Sub").(string)
 		id, attr := refTarget(tpl.functionProp(t, fn, "LoggingConfig", "LogGroup"))
@@ -961,6 +1230,7 @@ func TestAlarms(t *testing.T) {
 		{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "DeadLetterQueue"},
 		{"AWS/SQS", "ApproximateAgeOfOldestMessage", "EventQueue"},
 		{"AWS/Lambda", "Errors", "DispatcherFunction"},
+		{"AWS/Lambda", "Errors", "ReconcilerFunction"},
 		{"AWS/Lambda", "Url5xxCount", "ReceiverFunction"},
 	} {
 		if !seen[m] {
@@ -980,7 +1250,7 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, fn := range []string{"ReceiverFunction", "DispatcherFunction"} {
+	for _, fn := range []string{"ReceiverFunction", "DispatcherFunction", "ReconcilerFunction"} {
 		r := tpl.resource(t, fn, "AWS::Serverless::Function")
 		if dig(r, "Metadata", "BuildMethod") != "makefile" {
 			t.Errorf("%s Metadata.BuildMethod = %v; want makefile", fn, dig(r, "Metadata", "BuildMethod"))

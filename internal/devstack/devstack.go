@@ -1,8 +1,11 @@
 // Package devstack wires the whole bridge on one machine (DESIGN §6): the
 // receiver's HTTP endpoint, a queue (in-process FIFO, or SQS when QUEUE_URL
 // is set), the dispatcher fed by a poller as Lambda's event source mapping
-// would, and SQIBS (the simulator unless SQIBS_URL is set). The same
-// handlers as the Lambda functions run; only the plumbing differs.
+// would, SQIBS (the simulator unless SQIBS_URL is set), Buildkite's REST API
+// (a simulator fed with the webhooks received, unless BUILDKITE_API_URL is
+// set) for the dispatcher's enrichment, and the reconciler every
+// RECONCILE_EVERY. The same handlers as the Lambda functions run; only the
+// plumbing differs.
 // scripts/devserver (make dev) and the end-to-end tests both use it.
 package devstack
 
@@ -24,6 +27,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
+	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
+	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
@@ -31,6 +36,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/receiver"
+	"github.com/callgoose/buildkite-sqibs/internal/reconciler"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
@@ -44,6 +50,11 @@ const (
 	DefaultSimAddr      = "127.0.0.1:8081"
 	DefaultWebhookToken = "local-webhook-token"
 	DefaultSQIBSToken   = "local-sqibs-token"
+	// The Buildkite API simulator, started when BUILDKITE_API_URL is unset.
+	DefaultBuildkiteSimAddr  = "127.0.0.1:8082"
+	DefaultBuildkiteAPIToken = "local-buildkite-token"
+	// DefaultReconcileEvery is RECONCILE_EVERY's default (DESIGN §9).
+	DefaultReconcileEvery = 10 * time.Minute
 )
 
 // Options tune a stack; the zero value is `make dev`.
@@ -58,6 +69,8 @@ type Options struct {
 	RetryFor    time.Duration    // how long a failing event is retried (default RETRY_FOR's); likewise
 	DrainWait   time.Duration    // bound on draining at shutdown; default 10s
 	Poller      poller.Options   // batch size, concurrency, waits
+	// ReconcileEvery replaces RECONCILE_EVERY (tests shorten it).
+	ReconcileEvery time.Duration
 }
 
 // Stack is a running bridge.
@@ -69,11 +82,20 @@ type Stack struct {
 	Dispatcher  *dispatcher.Handler
 	State       StateStore // the in-process store, or DynamoDB when STATE_TABLE is set
 	Log         *slog.Logger
+	// Buildkite is the Buildkite API simulator, nil when BUILDKITE_API_URL
+	// is set; BuildkiteURL is its base URL (what BUILDKITE_API_URL would be).
+	Buildkite    *buildkitesim.Server
+	BuildkiteURL string
+	// Reconciler is nil when the Buildkite API is off (BUILDKITE_API_URL set
+	// without a token) or RECONCILE_EVERY is off.
+	Reconciler *reconciler.Reconciler
 
-	recvSrv, simSrv *http.Server
-	drainWait       time.Duration
-	closeOnce       sync.Once
-	stdout          io.Writer
+	recvSrv, simSrv, bkSrv *http.Server
+	reconcileStop          context.CancelFunc
+	reconcileDone          chan struct{}
+	drainWait              time.Duration
+	closeOnce              sync.Once
+	stdout                 io.Writer
 
 	// The dispatcher's poller, kept so it can be stopped and restarted
 	// (control.go).
@@ -117,6 +139,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	dlqURL := env.String("DLQ_URL", "")
 	sqibsURL := env.String("SQIBS_URL", "")
 	ttl := env.Duration("SECRET_TTL", 5*time.Minute)
+	apiURL := env.String(buildkiteapi.URLVar, "")
+	bkSimAddr := env.String("BUILDKITE_SIM_ADDR", DefaultBuildkiteSimAddr)
+	every := reconcileEvery(env, o.ReconcileEvery)
 	rcfg := receiver.LoadConfig(env)
 	if err := env.Err(); err != nil {
 		return nil, err
@@ -165,6 +190,47 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents)\n", s.SimURL, s.SimURL, s.SimURL)
 		}
 	}
+	// Buildkite's API: the simulator unless a real (or other) API is named.
+	// Its token, like the others, is the configured one or a printed default;
+	// with BUILDKITE_API_URL and no token the API is off, as in Lambda.
+	bkTokens, err := app.Token(env, app.BuildkiteAPITokenVars, ttl, awsConfig, log)
+	if err != nil {
+		s.closeServers()
+		return nil, err
+	}
+	if apiURL == "" {
+		if bkTokens == nil {
+			fmt.Fprintf(o.Stdout, "Buildkite API token: %s (default; set %s or %s to change)\n", DefaultBuildkiteAPIToken,
+				app.BuildkiteAPITokenVars.LiteralVar, app.BuildkiteAPITokenVars.ARNVar)
+			bkTokens = secret.Literal(DefaultBuildkiteAPIToken)
+		}
+		tok, err := bkTokens.Get(ctx)
+		if err != nil {
+			s.closeServers()
+			return nil, fmt.Errorf("Buildkite API token for the simulator: %w", err)
+		}
+		s.Buildkite = buildkitesim.New(tok)
+		ln, err := net.Listen("tcp", bkSimAddr)
+		if err != nil {
+			s.closeServers()
+			return nil, fmt.Errorf("Buildkite API simulator on BUILDKITE_SIM_ADDR=%s: %w", bkSimAddr, err)
+		}
+		s.BuildkiteURL = "http://" + ln.Addr().String() + "/v2"
+		s.bkSrv = &http.Server{Handler: s.Buildkite, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = s.bkSrv.Serve(ln) }()
+		apiURL = s.BuildkiteURL
+		fmt.Fprintf(o.Stdout, "Buildkite API simulator on %s (BUILDKITE_API_URL; it learns builds from the webhooks received)\n", s.BuildkiteURL)
+	}
+	var api *buildkiteapi.Client
+	if bkTokens != nil {
+		if api, err = buildkiteapi.New(buildkiteapi.Config{BaseURL: apiURL}, buildkiteapi.GuardPlaceholder(bkTokens), nil); err != nil {
+			s.closeServers()
+			return nil, err
+		}
+	} else {
+		log.Info("BUILDKITE_API_URL is set but no Buildkite API token: enrichment, parent builds and the reconciler are off")
+	}
+
 	denv := config.NewReader(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}))
 	dcfg := dispatcher.LoadSettings(denv)
 	if err := denv.Err(); err != nil {
@@ -243,10 +309,23 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		log.Info("STATE_TABLE is not set: incident state is kept in process and lost at exit")
 	}
 	dcfg.Handler.State = s.State
+	if api != nil {
+		// What a configured token does in Lambda: the dispatcher enriches
+		// and judges triggered builds by their parent, the receiver leaves
+		// those to it, and the delivery budget counts the API in.
+		dcfg.Handler.API = api
+		dcfg.Handler.Rules.TriggeredByParent = true
+		dcfg.Handler.Reserve = dispatcher.DeliveryBudget(dcfg.SQIBS.Timeout, true)
+		rcfg.Rules.TriggeredByParent = true
+	}
 	s.Dispatcher = dispatcher.New(dcfg.Handler, client, vis, dlq, log, m)
 	po := o.Poller
 	if po.Log == nil {
 		po.Log = log
+	}
+	if po.InvokeTimeout <= 0 && api != nil {
+		// The template's dispatcher timeout with the API: 2 s more.
+		po.InvokeTimeout = poller.DefaultInvokeTimeout + dispatcher.APIBudget
 	}
 	if po.FunctionName == "" {
 		po.FunctionName = "dispatcher"
@@ -258,11 +337,21 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 
 	rh := receiver.New(rcfg, webhookTokens, pub, log, m)
+	if s.Buildkite != nil {
+		// Every authenticated webhook, before the rules drop any: the jobs
+		// of a build are known even with JOB_INCIDENTS=false.
+		rh.Observe(s.Buildkite.Record)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		_ = s.StopDispatcher(ctx)
 		s.closeServers()
 		return nil, fmt.Errorf("receiver on DEV_ADDR=%s: %w", addr, err)
+	}
+	if api != nil && every > 0 {
+		s.Reconciler = reconciler.New(reconciler.FromState(s.State), api, api, pub, reconciler.Options{Log: log})
+		s.startReconciler(context.WithoutCancel(ctx), every, m)
+		fmt.Fprintf(o.Stdout, "reconciler every %s (RECONCILE_EVERY; against this stack's incident state and queue)\n", shortDuration(every))
 	}
 	s.ReceiverURL = "http://" + ln.Addr().String()
 	s.recvSrv = &http.Server{Handler: rh.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -284,6 +373,8 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 		if s.recvSrv != nil {
 			err = s.recvSrv.Shutdown(ctx)
 		}
+		// Before the drain: no resolve is queued behind it.
+		s.stopReconciler()
 		if s.Queue != nil && s.DispatcherRunning() { // nothing drains a stopped dispatcher
 			dctx, cancel := context.WithTimeout(ctx, s.drainWait)
 			for {
@@ -317,12 +408,18 @@ func (s *Stack) closeServers() {
 	if s.Sim != nil {
 		s.Sim.Close() // release hung requests first, or Shutdown waits for them
 	}
-	if s.simSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := s.simSrv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = s.simSrv.Close()
+	if s.Buildkite != nil {
+		s.Buildkite.Close()
+	}
+	for _, srv := range []*http.Server{s.simSrv, s.bkSrv} {
+		if srv == nil {
+			continue
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = srv.Close()
+		}
+		cancel()
 	}
 }
 

@@ -326,7 +326,7 @@ func TestFaultInjection(t *testing.T) {
 	logs := &faultLogs{}
 	s, err := Start(context.Background(), Options{
 		Env: config.Map(map[string]string{
-			"DEV_ADDR": "127.0.0.1:0", "SQIBS_SIM_ADDR": "127.0.0.1:0",
+			"DEV_ADDR": "127.0.0.1:0", "SQIBS_SIM_ADDR": "127.0.0.1:0", "BUILDKITE_SIM_ADDR": "127.0.0.1:0",
 			"BUILDKITE_WEBHOOK_TOKEN": faultToken,
 			"ALERT_BRANCHES":          "*",
 			"SQIBS_TIMEOUT":           sqibsTimeout.String(),

@@ -87,7 +87,7 @@ func RunOutage(ctx context.Context, o OutageOptions) (OutageResult, error) {
 	scaled := func(d time.Duration) time.Duration { return time.Duration(float64(d) * o.Scale) }
 	s, err := Start(ctx, Options{
 		Env: config.Map(map[string]string{
-			"DEV_ADDR": "127.0.0.1:0", "SQIBS_SIM_ADDR": "127.0.0.1:0",
+			"DEV_ADDR": "127.0.0.1:0", "SQIBS_SIM_ADDR": "127.0.0.1:0", "BUILDKITE_SIM_ADDR": "127.0.0.1:0",
 			"BUILDKITE_WEBHOOK_TOKEN": outageToken, "ALERT_BRANCHES": "*",
 		}),
 		Stderr:      o.Stderr,

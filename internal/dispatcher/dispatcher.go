@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
@@ -66,10 +67,14 @@ type Config struct {
 	// Reserve is kept back from the Lambda deadline: no delivery starts
 	// when less remains, so a slow batch ends with its tail reported failed
 	// instead of the whole batch timing out and being redelivered, already
-	// delivered events included. DeliveryBudget(SQIBS_TIMEOUT) in Lambda.
+	// delivered events included. DeliveryBudget(SQIBS_TIMEOUT, API on) in Lambda.
 	Reserve time.Duration
 	// State is the incident state store (DESIGN §5b); nil keeps none.
 	State Store
+	// API is Buildkite's REST API (DESIGN §9): failed jobs in a failed
+	// build's incident, triggered builds judged by their parent. nil (no
+	// API token) turns both off; Rules.TriggeredByParent is then ignored.
+	API BuildkiteAPI
 }
 
 // FinishTime is kept after the last delivery for reporting: setting retry
@@ -104,6 +109,7 @@ type Handler struct {
 	metrics *metrics.Emitter
 	now     func() time.Time
 	jitter  func() float64 // in [0,1)
+	parents parents        // triggered builds' parents already looked up
 }
 
 // New builds a Handler. vis and dlq may be nil (then backoff is SQS's
@@ -125,7 +131,12 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 		cfg.BackoffBase = time.Second
 	}
 	if cfg.Reserve <= 0 {
-		cfg.Reserve = DeliveryBudget(sqibs.DefaultTimeout)
+		cfg.Reserve = DeliveryBudget(sqibs.DefaultTimeout, cfg.API != nil)
+	}
+	if cfg.API == nil {
+		// Without the API no one can look a parent up: the child's own
+		// branch decides, as DESIGN §9 says.
+		cfg.Rules.TriggeredByParent = false
 	}
 	if log == nil {
 		log = slog.Default()
@@ -244,8 +255,11 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		return h.deadLetter(ctx, r, reason, log), h.backoff(r)
 	}
 	log = log.With("request_id", env.RequestID, "event", env.Event)
+	if env.Origin != "" {
+		log = log.With("origin", buildkite.Word(env.Origin))
+	}
 
-	pl, d, ok := h.cfg.Rules.Map(env.Payload, env.ReceivedAt)
+	pl, d, ok := h.cfg.Rules.MapAs(env.Payload, env.ReceivedAt, h.judge(ctx, env.Payload, log))
 	if !ok {
 		// The receiver already dropped these; one can still arrive when the
 		// rules changed while it was queued.
@@ -261,6 +275,8 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 	if !guarded.send() {
 		return h.skip(ctx, r, guarded, log)
 	}
+	describeOrigin(&pl, env)
+	h.addFailedJobs(ctx, env.Payload, &pl, d, env, log)
 	body, err := json.Marshal(pl)
 	if err != nil { // cannot happen with these types; treat as permanent
 		log.Error("encode SQIBS payload", "error", err.Error())
@@ -276,6 +292,9 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 	res, err := h.send.Send(sendCtx, body)
 	if err == nil {
 		h.metrics.Count(metrics.Delivered)
+		if env.Origin != "" {
+			h.metrics.Count(metrics.Reconciled)
+		}
 		h.metrics.Emit(metrics.SQIBSLatencyMS, metrics.Milliseconds, float64(res.Latency.Microseconds())/1000)
 		log.Info("delivered to SQIBS",
 			"sqibs_status", res.Status, "sqibs_id", res.Response.ID,

@@ -25,8 +25,18 @@ type Settings struct {
 // fetch, a request, a refetch of a refused token and the retried request
 // (secret.DefaultFetchTimeout bounds each fetch), then FinishTime. The
 // handler starts no delivery with less than this left before its deadline.
-func DeliveryBudget(sqibsTimeout time.Duration) time.Duration {
-	return 2*(secret.DefaultFetchTimeout+sqibsTimeout) + FinishTime
+// With the Buildkite API (api) a delivery may first spend APIBudget on it
+// (a parent lookup and the failed jobs, 1 s each): counted in, so that the
+// slowest API never shortens the SQIBS request or runs the function out of
+// time. It is added only then, so that without a token nothing changes;
+// template.yaml raises the dispatcher's timeout by the same 2 s when the
+// API is enabled.
+func DeliveryBudget(sqibsTimeout time.Duration, api bool) time.Duration {
+	b := 2*(secret.DefaultFetchTimeout+sqibsTimeout) + FinishTime
+	if api {
+		b += APIBudget
+	}
+	return b
 }
 
 // LoadSettings reads the dispatcher settings; check r.Err() after.
@@ -34,6 +44,7 @@ func LoadSettings(r *config.Reader) Settings {
 	timeout := r.Duration("SQIBS_TIMEOUT", 5*time.Second)
 	retryFor := r.Duration("RETRY_FOR", DefaultRetryFor)
 	maxBackoff := r.Duration("MAX_BACKOFF", DefaultMaxBackoff)
+	rules := incident.LoadRules(r)
 	if r.Err() == nil {
 		if name, want := checkRetryPolicy(retryFor, maxBackoff, r.Has("RETRY_FOR")); name != "" {
 			r.Invalid(name, want)
@@ -50,8 +61,10 @@ func LoadSettings(r *config.Reader) Settings {
 		DLQURL:     r.String("DLQ_URL", ""),
 		StateTable: r.String("STATE_TABLE", ""),
 		Handler: Config{
-			Rules:      incident.LoadRules(r),
-			Reserve:    DeliveryBudget(timeout),
+			Rules: rules,
+			// TriggeredByParent is "a Buildkite API token is configured":
+			// the wiring then fills Handler.API.
+			Reserve:    DeliveryBudget(timeout, rules.TriggeredByParent),
 			RetryFor:   retryFor,
 			MaxBackoff: maxBackoff,
 		},

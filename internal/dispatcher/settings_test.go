@@ -54,6 +54,23 @@ func TestReserveIsTheDeliveryBudget(t *testing.T) {
 			t.Errorf("SQIBS_TIMEOUT %q: Reserve = %s, want %s", tc.timeout, got, tc.want)
 		}
 	}
+	// With a Buildkite API token, the parent lookup and the failed jobs
+	// (1 s each) are counted in; without one nothing changes.
+	for _, tc := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{map[string]string{"BUILDKITE_API_TOKEN": "bkua_x"}, 17 * time.Second},
+		{map[string]string{"BUILDKITE_API_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:x", "SQIBS_TIMEOUT": "10s"}, 27 * time.Second},
+		{map[string]string{"BUILDKITE_API_TOKEN": " ", "BUILDKITE_API_URL": "not read without a token"}, 15 * time.Second},
+	} {
+		tc.env["SQIBS_URL"] = "https://x/v1/process"
+		r := config.NewReader(config.Map(tc.env))
+		d := LoadSettings(r)
+		if r.Err() != nil || d.Handler.Reserve != tc.want || d.Handler.Rules.TriggeredByParent != (tc.want != 15*time.Second) {
+			t.Errorf("%v: Reserve = %s (err %v, triggered by parent %v), want %s", tc.env, d.Handler.Reserve, r.Err(), d.Handler.Rules.TriggeredByParent, tc.want)
+		}
+	}
 	if got := New(Config{}, nil, nil, nil, nil, nil).cfg.Reserve; got != 15*time.Second {
 		t.Errorf("New's default Reserve = %s, want the budget of the default SQIBS_TIMEOUT, 15s", got)
 	}

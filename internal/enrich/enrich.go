@@ -16,6 +16,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
+	"github.com/callgoose/buildkite-sqibs/internal/incident"
 )
 
 const (
@@ -34,13 +35,10 @@ type Jobs interface {
 	BuildWithJobs(ctx context.Context, org, pipeline string, number int64) (*buildkiteapi.Build, error)
 }
 
-// FailedJob is one entry of the payload's failed_jobs.
-type FailedJob struct {
-	Name       string `json:"name"`
-	State      string `json:"state"`
-	ExitStatus *int   `json:"exit_status,omitempty"`
-	WebURL     string `json:"web_url,omitempty"`
-}
+// FailedJob is one entry of the payload's failed_jobs (the SQIBS payload's
+// own type, so the receiver, which never enriches, does not link this
+// package).
+type FailedJob = incident.FailedJob
 
 // Failed is what FailedJobs found.
 type Failed struct {

@@ -68,6 +68,52 @@ func TestClassifyAgreesWithMapAfterTheQueue(t *testing.T) {
 	t.Logf("%d fixture × mutation × rules cases agree", checked)
 }
 
+// With a Buildkite API token the receiver defers the branch and PR checks
+// of triggered builds, so it may queue what the dispatcher then drops, but
+// never the reverse: whatever the dispatcher would send, judged by the
+// build's own branch or by any parent, the receiver queued.
+func TestReceiverQueuesWhatTheParentMayDecide(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "buildkite", "testdata", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	judges := []*Judge{nil, {Branch: "main", Parent: true}, {Branch: "main", PullRequest: true, Parent: true}, {Branch: "feature/x", Parent: true}}
+	deferred := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, env := range []map[string]string{{"BUILDKITE_API_TOKEN": "x"}, {"BUILDKITE_API_TOKEN": "x", "JOB_INCIDENTS": "true", "ALERT_BRANCHES": "release"}} {
+			r := rules(t, env)
+			for _, branch := range []string{"", "main", "release", "feature/x"} {
+				p, err := buildkite.Parse(raw, "build.finished")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if branch != "" && p.Build != nil {
+					p.Build.Branch = branch
+				}
+				recv := r.Classify(p)
+				for _, j := range judges {
+					if j != nil && !Triggered(p.Build) {
+						continue // the dispatcher asks for a parent only for triggered builds
+					}
+					if d := r.ClassifyAs(p, j); d.Act && (!recv.Act || recv.ID != d.ID || recv.Status != d.Status) {
+						t.Errorf("%s on %q, judge %+v: dispatcher %+v but receiver %+v", filepath.Base(f), branch, j, d, recv)
+					}
+					if recv.Act && !r.ClassifyAs(p, j).Act {
+						deferred++
+					}
+				}
+			}
+		}
+	}
+	if deferred == 0 {
+		t.Error("no case where the receiver queued what the parent then dropped: the deferral is untested")
+	}
+}
+
 // Glob against the regexp it stands for, on random ASCII and non-ASCII
 // patterns: ? is one character (not one byte), * any run including '/'.
 func TestGlobMatchesItsRegexp(t *testing.T) {

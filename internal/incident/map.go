@@ -33,13 +33,34 @@ type Event struct {
 	Job         string `json:"job,omitempty"`       // job incidents: step key or job name
 	JobState    string `json:"job_state,omitempty"` // job incidents: the job's own state
 	ExitStatus  *int   `json:"exit_status,omitempty"`
+	// FailedJobs are a failed build's failed jobs, from Buildkite's API
+	// (DESIGN §9); absent without the API or when it did not answer.
+	FailedJobs []FailedJob `json:"failed_jobs,omitempty"`
+	// Origin is who queued an event no webhook sent ("reconciler").
+	Origin string `json:"origin,omitempty"`
+}
+
+// FailedJob is one entry of failed_jobs: name, state, exit status, web URL.
+type FailedJob struct {
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	ExitStatus *int   `json:"exit_status,omitempty"`
+	WebURL     string `json:"web_url,omitempty"`
 }
 
 // Map turns an event into the SQIBS payload. ok is false when the event
 // changes no incident; d.Reason then says why. received is the fallback
 // timestamp when the payload carries none of its own.
 func (r Rules) Map(p *buildkite.Payload, received time.Time) (pl Payload, d Decision, ok bool) {
-	d = r.Classify(p)
+	return r.mapDecided(p, received, r.Classify(p))
+}
+
+// MapAs is Map with the branch and pull request judged by j (ClassifyAs).
+func (r Rules) MapAs(p *buildkite.Payload, received time.Time, j *Judge) (pl Payload, d Decision, ok bool) {
+	return r.mapDecided(p, received, r.ClassifyAs(p, j))
+}
+
+func (r Rules) mapDecided(p *buildkite.Payload, received time.Time, d Decision) (pl Payload, _ Decision, ok bool) {
 	if !d.Act {
 		return Payload{}, d, false
 	}

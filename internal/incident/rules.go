@@ -35,7 +35,23 @@ type Rules struct {
 	// of a build incident before it triggers. Only the dispatcher's
 	// incident state (STATE_TABLE) can count them; without it, 1.
 	AlertAfterFailures int
+	// TriggeredByParent: a Buildkite API token is configured, so a build
+	// with triggered_from is judged by its parent build's branch and pull
+	// request (DESIGN §9), which only the dispatcher can look up. Classify
+	// (the receiver) then leaves those two checks to the dispatcher for
+	// such builds instead of dropping a child whose own branch does not
+	// alert; MapAs with a Judge decides them. Without a token it is false
+	// and nothing changes: the child's own branch decides.
+	TriggeredByParent bool
 }
+
+// The variables of the Buildkite API token (DESIGN §2). Named here because
+// the rules depend on whether one is set; app.BuildkiteAPITokenVars reads
+// the token itself.
+const (
+	APITokenVar    = "BUILDKITE_API_TOKEN"
+	APITokenARNVar = "BUILDKITE_API_TOKEN_SECRET_ARN"
+)
 
 // Severities SQIBS understands.
 var severities = []string{"critical", "high", "medium", "low", "info"}
@@ -52,6 +68,7 @@ func LoadRules(r *config.Reader) Rules {
 		PullRequests: r.Bool("ALERT_PULL_REQUESTS", false),
 		// 1000: a bound that catches a typo, far beyond any useful value.
 		AlertAfterFailures: int(r.Int("ALERT_AFTER_FAILURES", 1, 1, 1000)),
+		TriggeredByParent:  r.Has(APITokenVar) || r.Has(APITokenARNVar),
 	}
 }
 
@@ -73,8 +90,53 @@ type Decision struct {
 
 func ignore(reason string) Decision { return Decision{Reason: reason} }
 
-// Classify decides whether p can open or resolve an incident.
+// Judge is what a build's branch and pull-request status are judged by
+// against ALERT_BRANCHES and ALERT_PULL_REQUESTS: the build's own, or for a
+// triggered build, its parent's (the first build up the trigger chain that
+// was not itself triggered). The incident id keeps the build's own branch.
+type Judge struct {
+	Branch        string
+	DefaultBranch string // of the judging build's pipeline; "" = main or master
+	PullRequest   bool
+	Parent        bool // the parent's, not the build's own (the reason says so)
+}
+
+// OwnJudge judges p by its own branch and pull request, as without the API.
+func OwnJudge(p *buildkite.Payload) *Judge {
+	if p.Build == nil {
+		return &Judge{}
+	}
+	return &Judge{Branch: p.Build.Branch, DefaultBranch: defaultBranch(p), PullRequest: p.Build.IsPullRequest()}
+}
+
+// Triggered reports whether b was started by a trigger step of another
+// build that the API can look up.
+func Triggered(b *buildkite.Build) bool {
+	return b != nil && b.TriggeredFrom != nil && b.TriggeredFrom.BuildPipelineSlug != "" && b.TriggeredFrom.BuildNumber > 0
+}
+
+// Classify decides whether p can open or resolve an incident. With
+// TriggeredByParent, a triggered build passes the branch and pull-request
+// checks, which its parent decides later (ClassifyAs).
 func (r Rules) Classify(p *buildkite.Payload) Decision {
+	var j *Judge
+	if !r.TriggeredByParent || !Triggered(p.Build) {
+		j = OwnJudge(p)
+	}
+	return r.classify(p, j)
+}
+
+// ClassifyAs is Classify with the branch and pull request judged by j (nil:
+// the build's own); it never defers.
+func (r Rules) ClassifyAs(p *buildkite.Payload, j *Judge) Decision {
+	if j == nil {
+		j = OwnJudge(p)
+	}
+	return r.classify(p, j)
+}
+
+// classify decides p; j nil leaves the branch and pull-request checks out.
+func (r Rules) classify(p *buildkite.Payload, j *Judge) Decision {
 	switch p.Event {
 	case "build.finished", "build.failing", "job.finished":
 	default:
@@ -97,13 +159,21 @@ func (r Rules) Classify(p *buildkite.Payload) Decision {
 	if branch == "" {
 		return ignore("build has no branch")
 	}
-	if !anyBranch(r.Branches, branch, defaultBranch(p)) {
-		return ignore("branch not in ALERT_BRANCHES")
-	}
-	// Whatever its branch is called: a fork's pull request from its own
-	// "main" runs with branch "main" (or "owner:main"), and is not ours.
-	if p.Build.IsPullRequest() && !r.PullRequests {
-		return ignore("pull-request builds do not alert (ALERT_PULL_REQUESTS)")
+	if j != nil {
+		if !anyBranch(r.Branches, j.Branch, j.DefaultBranch) {
+			if j.Parent {
+				return ignore("triggered from a build whose branch is not in ALERT_BRANCHES")
+			}
+			return ignore("branch not in ALERT_BRANCHES")
+		}
+		// Whatever its branch is called: a fork's pull request from its own
+		// "main" runs with branch "main" (or "owner:main"), and is not ours.
+		if j.PullRequest && !r.PullRequests {
+			if j.Parent {
+				return ignore("triggered from a pull-request build (ALERT_PULL_REQUESTS)")
+			}
+			return ignore("pull-request builds do not alert (ALERT_PULL_REQUESTS)")
+		}
 	}
 	if p.Event == "job.finished" {
 		return r.classifyJob(p, pipeline, branch)

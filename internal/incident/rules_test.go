@@ -87,3 +87,66 @@ func TestEventRules(t *testing.T) {
 		})
 	}
 }
+
+// TestTriggeredByParent: with a Buildkite API token configured, the
+// receiver's Classify leaves the branch and pull-request checks of a
+// triggered build to the dispatcher, which judges them by the parent
+// (ClassifyAs with its Judge). Everything else (pipeline, state, blocked,
+// jobs) is still decided up front, and builds that were not triggered
+// are judged exactly as without the token.
+func TestTriggeredByParent(t *testing.T) {
+	api := map[string]string{"BUILDKITE_API_TOKEN": "bkua_x"}
+	arn := map[string]string{"BUILDKITE_API_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:bk"}
+	parentPR := &Judge{Branch: "main", PullRequest: true, Parent: true}
+	parentMain := &Judge{Branch: "main", Parent: true}
+	parentFeature := &Judge{Branch: "feature/x", DefaultBranch: "main", Parent: true}
+	onBranch := func(b string) func(*buildkite.Payload) {
+		return func(p *buildkite.Payload) { p.Build.Branch, p.Build.State = b, "failed" }
+	}
+	tests := []struct {
+		name    string
+		fixture string
+		env     map[string]string
+		mutate  func(*buildkite.Payload)
+		judge   *Judge // nil: Classify (the receiver)
+		act     bool
+		reason  string
+	}{
+		{"no token: a triggered child on release is dropped", "build_finished_passed_triggered.json", nil, onBranch("release"), nil, false, "branch not in ALERT_BRANCHES"},
+		{"token: a triggered child on release is queued", "build_finished_passed_triggered.json", api, onBranch("release"), nil, true, ""},
+		{"secret ARN counts as a token", "build_finished_passed_triggered.json", arn, onBranch("release"), nil, true, ""},
+		{"token: a triggered PR child is queued", "build_finished_passed_triggered.json", api, func(p *buildkite.Payload) {
+			p.Build.PullRequest = &buildkite.PullRequest{ID: "7"}
+		}, nil, true, ""},
+		{"token: other pipelines still dropped", "build_finished_passed_triggered.json", map[string]string{"BUILDKITE_API_TOKEN": "x", "ALERT_PIPELINES": "web-*"}, onBranch("release"), nil, false, "ALERT_PIPELINES"},
+		{"token: a blocked triggered build still dropped", "build_finished_passed_triggered.json", api, func(p *buildkite.Payload) { p.Build.Blocked = true }, nil, false, "blocked"},
+		{"token: a build not triggered is judged by its branch", "build_finished_feature_branch.json", api, nil, nil, false, "branch not in ALERT_BRANCHES"},
+		{"token: a fork PR not triggered is still dropped", "build_finished_failed_fork_pr.json", api, nil, nil, false, "pull-request"},
+		{"parent a PR build: dropped", "build_finished_passed_triggered.json", api, nil, parentPR, false, "triggered from a pull-request build"},
+		{"parent a PR build, PRs alert", "build_finished_passed_triggered.json", map[string]string{"ALERT_PULL_REQUESTS": "true"}, nil, parentPR, true, ""},
+		{"parent on main, child on release: acts", "build_finished_passed_triggered.json", api, onBranch("release"), parentMain, true, ""},
+		{"parent on a feature branch: dropped", "build_finished_passed_triggered.json", api, nil, parentFeature, false, "triggered from a build whose branch"},
+		{"parent on a feature branch that alerts", "build_finished_passed_triggered.json", map[string]string{"ALERT_BRANCHES": "feature/*"}, onBranch("main"), parentFeature, true, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := load(t, tc.fixture, "")
+			if tc.mutate != nil {
+				tc.mutate(p)
+			}
+			r := rules(t, tc.env)
+			var d Decision
+			if tc.judge == nil {
+				d = r.Classify(p)
+			} else {
+				d = r.ClassifyAs(p, tc.judge)
+			}
+			if d.Act != tc.act || !strings.Contains(d.Reason, tc.reason) {
+				t.Fatalf("decision %+v, want act %v, reason %q", d, tc.act, tc.reason)
+			}
+			if d.Act && d.ID != "acme/deploy-api/"+p.Build.Branch {
+				t.Errorf("id %q: the incident keeps the child's own branch %q", d.ID, p.Build.Branch)
+			}
+		})
+	}
+}

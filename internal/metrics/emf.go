@@ -36,6 +36,18 @@ const (
 	TimeToRecoveryS = "time_to_recovery_s" // first failure → resolve, with a Pipeline dimension
 )
 
+// Buildkite REST API metrics (DESIGN §9).
+const (
+	Enriched          = "enriched"             // a failed build's incident names its failed jobs
+	EnrichmentSkipped = "enrichment_skipped"   // the API did not answer in time: sent without failed_jobs
+	ParentUnknown     = "parent_lookup_failed" // a triggered build judged by its own branch: the parent's lookup failed
+	Reconciled        = "reconciled"           // a resolve the reconciler queued, delivered (dispatcher)
+	// The reconciler's run, one record each per run.
+	ReconcileResolved    = "reconcile_resolved" // resolves queued (a newer build passed, or 404)
+	ReconcileErrors      = "reconcile_errors"
+	ReconcileRateLimited = "reconcile_rate_limited"
+)
+
 // Unit values used here.
 const (
 	Count        = "Count"

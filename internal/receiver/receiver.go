@@ -62,7 +62,14 @@ type Handler struct {
 	log     *slog.Logger
 	metrics *metrics.Emitter
 	now     func() time.Time
+	observe func(*buildkite.Payload)
 }
+
+// Observe makes f see every authenticated webhook once parsed, before the
+// rules drop anything (make dev feeds its Buildkite API simulator with it,
+// so the jobs of a build are known even with JOB_INCIDENTS=false). f runs
+// on the request path and must not keep p. Not used in Lambda.
+func (h *Handler) Observe(f func(p *buildkite.Payload)) { h.observe = f }
 
 // New builds a Handler. tokens may be nil: then every webhook is refused
 // (fail closed) and one line says so now, at start.
@@ -200,6 +207,9 @@ func (h *Handler) serve(ctx context.Context, req events.LambdaFunctionURLRequest
 	}
 	if p.Event == "ping" {
 		return outcome{status: http.StatusOK, body: bodyPong, outcome: "pong", event: event}
+	}
+	if h.observe != nil {
+		h.observe(p)
 	}
 	d := h.cfg.Rules.Classify(p)
 	if !d.Act {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
@@ -537,5 +539,38 @@ func TestIsJSON(t *testing.T) {
 		if got := isJSON(ct); got != want {
 			t.Errorf("isJSON(%q) = %v, want %v", ct, got, want)
 		}
+	}
+}
+
+// With a Buildkite API token configured, a triggered build whose own branch
+// does not alert is queued for the dispatcher to judge by its parent; with
+// none, the receiver drops it as before. The observer sees every
+// authenticated webhook, dropped or not.
+func TestTriggeredBuildsWithTheAPI(t *testing.T) {
+	body := fixture(t, "build_finished_passed_triggered.json")
+	body = bytes.Replace(body, []byte(`"branch": "main"`), []byte(`"branch": "release"`), 1)
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		status int
+	}{
+		{"no token: dropped by its own branch", nil, http.StatusAccepted},
+		{"API token: queued for the parent to decide", map[string]string{"BUILDKITE_API_TOKEN": "bkua_x"}, http.StatusOK},
+		{"API secret: queued for the parent to decide", map[string]string{"BUILDKITE_API_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:bk"}, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := LoadConfig(config.NewReader(config.Map(tc.env)))
+			pub := &memPublisher{}
+			h := newHandler(t, staticTokens{v: testToken}, pub, nil, func(c *Config) { c.Rules = cfg.Rules })
+			var seen []string
+			h.Observe(func(p *buildkite.Payload) { seen = append(seen, p.Event+" "+p.Build.Branch) })
+			resp, _ := h.Handle(context.Background(), signed(body, "").event())
+			if resp.StatusCode != tc.status || pub.count() != map[bool]int{true: 1, false: 0}[tc.status == http.StatusOK] {
+				t.Errorf("status %d (%s), %d queued; want %d", resp.StatusCode, resp.Body, pub.count(), tc.status)
+			}
+			if len(seen) != 1 || seen[0] != "build.finished release" {
+				t.Errorf("observer saw %q, want the one webhook", seen)
+			}
+		})
 	}
 }

@@ -341,7 +341,12 @@ func (st *run) gone(ctx context.Context, inc *Incident, reason string, notFound 
 			Branch:     inc.Branch,
 			FinishedAt: buildkite.Time{Time: now},
 		},
-		Pipeline: &buildkite.Pipeline{Slug: inc.Pipeline, WebURL: "https://buildkite.com/" + inc.Org + "/" + inc.Pipeline},
+		// The incident's branch alerted when it opened; the pipeline that
+		// could say its default branch is gone. Naming the branch as the
+		// default keeps ALERT_BRANCHES=default matching it (without it,
+		// "default" means main or master and a develop incident would never
+		// resolve).
+		Pipeline: &buildkite.Pipeline{Slug: inc.Pipeline, WebURL: "https://buildkite.com/" + inc.Org + "/" + inc.Pipeline, DefaultBranch: inc.Branch},
 	}
 	h := sha256.Sum256([]byte(queue.OriginReconciler + "\x00" + reason + "\x00" + inc.ID + "\x00" + strconv.FormatInt(inc.FailedBuild, 10)))
 	return outNotFound, st.publish(ctx, inc, p, reason, hex.EncodeToString(h[:]))

@@ -465,3 +465,16 @@ func TestShuffledByDefault(t *testing.T) {
 		t.Errorf("every run checked %v first: with more incidents than budget, some would never be reached", seen)
 	}
 }
+
+// A 404 resolve has no build, so no pipeline to say its default branch: it
+// must still map under ALERT_BRANCHES=default for an incident on a
+// pipeline whose default branch is not main.
+func TestGoneResolveMapsOnAnyDefaultBranch(t *testing.T) {
+	inc := open("develop", 10, t0.Add(-time.Hour))
+	st := &stack{pub: &fakePub{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{}}}
+	s, err := newReconciler(st, &fakeOpen{list: []Incident{inc}}, Options{}).Run(context.Background(), "run-1", time.Time{})
+	if err != nil || s.NotFound != 1 || len(st.pub.msgs) != 1 {
+		t.Fatalf("summary %+v, %d queued, err %v: want one 404 resolve", s, len(st.pub.msgs), err)
+	}
+	mapsToResolve(t, st.pub.msgs[0], inc, ReasonPipelineGone)
+}

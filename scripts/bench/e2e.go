@@ -64,6 +64,7 @@ func runE2E(ctx context.Context, root string, o options, env map[string]string) 
 	vars := map[string]string{
 		"DEV_ADDR":                "127.0.0.1:0",
 		"SQIBS_SIM_ADDR":          "127.0.0.1:0",
+		"BUILDKITE_SIM_ADDR":      "127.0.0.1:0",
 		"BUILDKITE_WEBHOOK_TOKEN": benchWebhookToken,
 		"SQIBS_API_TOKEN":         "bench-sqibs-token",
 		"ALERT_BRANCHES":          "*",

@@ -31,9 +31,9 @@ func TestDevServerBinary(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "DEV_ADDR=127.0.0.1:0", "SQIBS_SIM_ADDR=127.0.0.1:0",
+	cmd.Env = append(os.Environ(), "DEV_ADDR=127.0.0.1:0", "SQIBS_SIM_ADDR=127.0.0.1:0", "BUILDKITE_SIM_ADDR=127.0.0.1:0",
 		"BUILDKITE_WEBHOOK_TOKEN=", "WEBHOOK_TOKEN_SECRET_ARN=", "SQIBS_API_TOKEN=", "SQIBS_TOKEN_SECRET_ARN=",
-		"QUEUE_URL=", "SQIBS_URL=")
+		"QUEUE_URL=", "SQIBS_URL=", "BUILDKITE_API_TOKEN=", "BUILDKITE_API_TOKEN_SECRET_ARN=", "BUILDKITE_API_URL=", "RECONCILE_EVERY=")
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
