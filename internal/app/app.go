@@ -17,6 +17,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/awsenv"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 )
 
@@ -30,7 +31,9 @@ func NewLogger(w io.Writer) *slog.Logger {
 			break
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	// service and function_name on every line, as Lambda Powertools writes them.
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).
+		With(lambdalog.Static(os.Getenv("AWS_LAMBDA_FUNCTION_NAME"))...)
 }
 
 // Exit logs err as one (JSON) line and stops the process: bad configuration

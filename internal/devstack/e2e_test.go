@@ -465,7 +465,7 @@ func TestDeadLettersShown(t *testing.T) {
 	if !strings.Contains(string(b), "sqibs_rejected") || !strings.Contains(string(b), list[0].MessageID) {
 		t.Errorf("the simulator's page does not show the dead letter")
 	}
-	if !strings.Contains(h.logs.String(), `"level":"ERROR","msg":"message moved to the dead letters","reason":"sqibs_rejected","message_id":"`+list[0].MessageID+`","incident_id":"acme/deploy-api/main"`) {
+	if !strings.Contains(h.logs.String(), `"level":"ERROR","msg":"message moved to the dead letters","service":"buildkite-sqibs","reason":"sqibs_rejected","message_id":"`+list[0].MessageID+`","incident_id":"acme/deploy-api/main"`) {
 		t.Errorf("no ERROR line for the dead letter:\n%s", h.logs.String())
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)

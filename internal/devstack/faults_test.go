@@ -255,10 +255,10 @@ func (l *faultLogs) Write(p []byte) (int, error) {
 	if bytes.Contains(p, []byte(`"msg":"SQIBS delivery failed: will retry"`)) {
 		l.retries++ // slog's JSON handler writes each record in one Write
 		var r struct {
-			RetryIn time.Duration `json:"retry_in"`
+			RetryIn int64 `json:"retry_in_ms"`
 		}
 		if json.Unmarshal(p, &r) == nil {
-			l.maxDelay = max(l.maxDelay, r.RetryIn)
+			l.maxDelay = max(l.maxDelay, time.Duration(r.RetryIn)*time.Millisecond)
 		}
 	}
 	l.tail = append(l.tail, p...)

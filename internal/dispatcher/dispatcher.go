@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
@@ -110,6 +110,7 @@ type Handler struct {
 	now     func() time.Time
 	jitter  func() float64 // in [0,1)
 	parents parents        // triggered builds' parents already looked up
+	starts  lambdalog.Starts
 }
 
 // New builds a Handler. vis and dlq may be nil (then backoff is SQS's
@@ -148,16 +149,17 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 // Handle is the Lambda handler for an SQS event source mapping with
 // ReportBatchItemFailures.
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
-	log := h.log
-	if lc, ok := lambdacontext.FromContext(ctx); ok {
-		log = log.With("lambda_request_id", lc.AwsRequestID)
+	inv := h.starts.Begin(ctx)
+	if inv.ColdStart {
+		h.metrics.Count(metrics.ColdStart)
 	}
+	log := inv.Logger(h.log)
 	if dl, ok := ctx.Deadline(); ok && len(ev.Records) > 0 {
 		if left := time.Until(dl); left < h.cfg.Reserve {
 			// Not a slow batch: the function's timeout itself is too short
 			// for one delivery, so nothing will ever be delivered.
 			log.Error("invocation shorter than one delivery may take: nothing can be delivered; lower SQIBS_TIMEOUT or raise the function timeout",
-				"invocation_left", left.Round(time.Millisecond).String(), "delivery_budget", h.cfg.Reserve.String())
+				"invocation_left_ms", left.Milliseconds(), "delivery_budget_ms", h.cfg.Reserve.Milliseconds())
 		}
 	}
 	groups := groupRecords(ev.Records)
@@ -300,7 +302,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 			"sqibs_status", res.Status, "sqibs_id", res.Response.ID,
 			"created", res.Response.Triggered.Created, "trigger_duplicate", res.Response.Triggered.Duplicate,
 			"resolved", res.Response.Resolved.Resolved, "resolve_duplicate", res.Response.Resolved.Duplicate,
-			"attempts", res.Attempts, "latency", res.Latency)
+			"attempts", res.Attempts, "latency_ms", float64(res.Latency.Microseconds())/1000)
 		return h.commit(ctx, r, guarded, log)
 	}
 	var se *sqibs.Error
@@ -336,11 +338,11 @@ func (h *Handler) transient(ctx context.Context, r events.SQSMessage, log *slog.
 	if sent, ok := sentAt(r); ok && h.now().Sub(sent) >= h.cfg.RetryFor {
 		h.metrics.Count(metrics.RetryWindowExceeded)
 		log.Error(what.giveUp,
-			append([]any{"reason", ReasonRetryWindowExceeded, "age", h.now().Sub(sent).Round(time.Second).String(),
+			append([]any{"reason", ReasonRetryWindowExceeded, "age_ms", h.now().Sub(sent).Milliseconds(),
 				"retry_for", h.cfg.RetryFor.String(), "receives", receives(r)}, attrs...)...)
 		return h.deadLetter(ctx, r, ReasonRetryWindowExceeded, log), delay
 	}
-	log.Warn(what.retry, append(attrs, "retry_in", delay)...)
+	log.Warn(what.retry, append(attrs, "retry_in_ms", delay.Milliseconds())...)
 	return false, delay
 }
 

@@ -438,7 +438,7 @@ func TestInvocationShorterThanBudgetIsAnError(t *testing.T) {
 	}
 	logs := r.logs.String()
 	if !strings.Contains(logs, `"level":"ERROR","msg":"invocation shorter than one delivery may take`) ||
-		!strings.Contains(logs, `"delivery_budget":"31s"`) {
+		!strings.Contains(logs, `"delivery_budget_ms":31000`) {
 		t.Errorf("no error naming the budget:\n%s", logs)
 	}
 

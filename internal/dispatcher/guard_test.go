@@ -157,7 +157,7 @@ func TestGuardRecoveryMetric(t *testing.T) {
 		}
 	}
 	// The passed fixture finished at 12:10:00, 597 s after t0; the failure 90 s before t0.
-	if !strings.Contains(r.emf.String(), `"Dimensions":[["FunctionName","Pipeline"]]`) ||
+	if !strings.Contains(r.emf.String(), `"Dimensions":[["Service","FunctionName","Pipeline"]]`) ||
 		!strings.Contains(r.emf.String(), `"Pipeline":"deploy-api","time_to_recovery_s":687`) {
 		t.Errorf("want time_to_recovery_s 687 for deploy-api:\n%s", r.emf.String())
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 )
 
 // Namespace is the CloudWatch namespace of every metric the bridge emits.
@@ -55,6 +57,10 @@ const (
 	Seconds      = "Seconds"
 )
 
+// ColdStart counts the first invocation of a handler in its process, as
+// Lambda Powertools' metrics do.
+const ColdStart = "ColdStart"
+
 // Emitter writes EMF records for one function. A nil *Emitter is valid and
 // writes nothing, so tests and tools can leave metrics out.
 type Emitter struct {
@@ -65,7 +71,8 @@ type Emitter struct {
 	buf      []byte
 }
 
-// New returns an Emitter writing to w with the function name as dimension.
+// New returns an Emitter writing to w. Every metric has the dimensions
+// Service (lambdalog.Service, as Powertools names it) and FunctionName.
 func New(w io.Writer, function string) *Emitter {
 	if function == "" {
 		function = "local"
@@ -94,7 +101,7 @@ func (e *Emitter) emit(name, unit string, value float64, pipeline string) {
 	b := e.buf[:0]
 	b = append(b, `{"_aws":{"Timestamp":`...)
 	b = strconv.AppendInt(b, e.now().UnixMilli(), 10)
-	b = append(b, `,"CloudWatchMetrics":[{"Namespace":"`+Namespace+`","Dimensions":[["FunctionName"`...)
+	b = append(b, `,"CloudWatchMetrics":[{"Namespace":"`+Namespace+`","Dimensions":[["Service","FunctionName"`...)
 	if pipeline != "" {
 		b = append(b, `,"Pipeline"`...)
 	}
@@ -102,7 +109,7 @@ func (e *Emitter) emit(name, unit string, value float64, pipeline string) {
 	b = append(b, name...) // names are the constants above: no escaping needed
 	b = append(b, `","Unit":"`...)
 	b = append(b, unit...)
-	b = append(b, `"}]}]},"FunctionName":`...)
+	b = append(b, `"}]}]},"Service":"`+lambdalog.Service+`","FunctionName":`...)
 	b = strconv.AppendQuote(b, e.function)
 	if pipeline != "" {
 		// A slug from the payload: JSON-quoted, which strconv's Go

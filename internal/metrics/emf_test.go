@@ -28,7 +28,7 @@ func TestEmitEMF(t *testing.T) {
 				Metrics    []struct{ Name, Unit string }
 			}
 		} `json:"_aws"`
-		FunctionName string
+		Service, FunctionName string
 	}
 	for i, want := range []struct {
 		name, unit string
@@ -42,12 +42,12 @@ func TestEmitEMF(t *testing.T) {
 		_ = json.Unmarshal([]byte(lines[i]), &all)
 		m := r.AWS.CloudWatchMetrics
 		if r.AWS.Timestamp != 1722859200123 || len(m) != 1 || m[0].Namespace != Namespace ||
-			len(m[0].Dimensions) != 1 || m[0].Dimensions[0][0] != "FunctionName" ||
+			len(m[0].Dimensions) != 1 || strings.Join(m[0].Dimensions[0], ",") != "Service,FunctionName" ||
 			m[0].Metrics[0].Name != want.name || m[0].Metrics[0].Unit != want.unit {
 			t.Errorf("line %d: %+v", i, r)
 		}
-		if r.FunctionName != "bridge-Dispatcher-abc" || all[want.name] != want.value {
-			t.Errorf("line %d: dimension %q value %v", i, r.FunctionName, all[want.name])
+		if r.Service != "buildkite-sqibs" || r.FunctionName != "bridge-Dispatcher-abc" || all[want.name] != want.value {
+			t.Errorf("line %d: dimensions %q %q value %v", i, r.Service, r.FunctionName, all[want.name])
 		}
 	}
 }
@@ -78,7 +78,7 @@ func TestEmitPipeline(t *testing.T) {
 		t.Fatalf("%v: %s", err, buf.String())
 	}
 	m := r.AWS.CloudWatchMetrics
-	if len(m) != 1 || len(m[0].Dimensions) != 1 || strings.Join(m[0].Dimensions[0], ",") != "FunctionName,Pipeline" ||
+	if len(m) != 1 || len(m[0].Dimensions) != 1 || strings.Join(m[0].Dimensions[0], ",") != "Service,FunctionName,Pipeline" ||
 		m[0].Metrics[0].Name != TimeToRecoveryS || m[0].Metrics[0].Unit != Seconds {
 		t.Errorf("record %+v", r)
 	}

@@ -184,7 +184,7 @@ func (p *poller) loop(ctx context.Context, worker int) {
 // invoke runs one batch to the end, whatever happens to ctx meanwhile.
 func (p *poller) invoke(ctx context.Context, msgs []events.SQSMessage, received time.Time, log *slog.Logger) {
 	requestID := uuid.New()
-	log = log.With("lambda_request_id", requestID, "records", len(msgs))
+	log = log.With("function_request_id", requestID, "records", len(msgs))
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.InvokeTimeout)
 	ictx = lambdacontext.NewContext(ictx, &lambdacontext.LambdaContext{
 		AwsRequestID:       requestID,

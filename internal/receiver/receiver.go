@@ -20,6 +20,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 )
@@ -63,6 +64,7 @@ type Handler struct {
 	metrics *metrics.Emitter
 	now     func() time.Time
 	observe func(*buildkite.Payload)
+	starts  lambdalog.Starts // tells the cold start (log key, ColdStart metric)
 }
 
 // Observe makes f see every authenticated webhook once parsed, before the
@@ -109,14 +111,18 @@ const (
 // Handle is the Lambda handler for a function URL (BUFFERED) request.
 func (h *Handler) Handle(ctx context.Context, req events.LambdaFunctionURLRequest) (events.LambdaFunctionURLResponse, error) {
 	start := h.now()
+	inv := h.starts.Begin(ctx)
+	if inv.ColdStart {
+		h.metrics.Count(metrics.ColdStart)
+	}
 	rid := requestID(ctx, req)
 	o := h.serve(ctx, req, rid, start)
-	attrs := []slog.Attr{
+	attrs := append(inv.Attrs(),
 		slog.String("request_id", rid),
 		slog.Int("status", o.status),
 		slog.String("outcome", o.outcome),
-		slog.Duration("duration", h.now().Sub(start)),
-	}
+		slog.Float64("duration_ms", float64(h.now().Sub(start).Microseconds())/1000),
+	)
 	if o.event != "" {
 		attrs = append(attrs, slog.String("event", o.event))
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
@@ -572,5 +573,46 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 				t.Errorf("observer saw %q, want the one webhook", seen)
 			}
 		})
+	}
+}
+
+// The webhook line carries Lambda Powertools' keys: function_request_id,
+// cold_start (true on the handler's first invocation only), xray_trace_id;
+// durations in milliseconds; and the first invocation counts a ColdStart.
+func TestLogKeysAndColdStart(t *testing.T) {
+	var logs, emf bytes.Buffer
+	h := newHandler(t, staticTokens{v: testToken}, &memPublisher{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	h.metrics = metrics.New(&emf, "receiver-test")
+	body := fixture(t, "build_finished_failed.json")
+	for _, id := range []string{"inv-1", "inv-2"} {
+		ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: id})
+		ctx = context.WithValue(ctx, "x-amzn-trace-id", "Root=1-66b0bf61-36613364306331652d356238;Sampled=0")
+		if resp, _ := h.Handle(ctx, signed(body, "build.finished").event()); resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, resp.Body)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines:\n%s", len(lines), logs.String())
+	}
+	for i, cold := range []bool{true, false} {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(lines[i]), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec["function_request_id"] != fmt.Sprintf("inv-%d", i+1) || rec["cold_start"] != cold ||
+			rec["xray_trace_id"] != "1-66b0bf61-36613364306331652d356238" {
+			t.Errorf("line %d: %s", i+1, lines[i])
+		}
+		if _, ok := rec["duration_ms"].(float64); !ok {
+			t.Errorf("line %d has no duration_ms: %s", i+1, lines[i])
+		}
+		// request_id is the webhook's, whichever function logs it.
+		if rec["request_id"] == nil {
+			t.Errorf("line %d has no request_id: %s", i+1, lines[i])
+		}
+	}
+	if n := strings.Count(emf.String(), `"ColdStart":1`); n != 1 {
+		t.Errorf("%d ColdStart metrics over two invocations, want 1:\n%s", n, emf.String())
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 )
 
@@ -44,10 +45,16 @@ var ErrRunFailed = errors.New("reconciler: the run checked nothing")
 type Lambda struct {
 	R       *Reconciler
 	Metrics *metrics.Emitter // nil writes none
+	starts  lambdalog.Starts
 }
 
 // Handle runs once, until shortly before the invocation's deadline.
-func (l Lambda) Handle(ctx context.Context, _ events.EventBridgeEvent) (Result, error) {
+func (l *Lambda) Handle(ctx context.Context, _ events.EventBridgeEvent) (Result, error) {
+	inv := l.starts.Begin(ctx)
+	if inv.ColdStart {
+		l.Metrics.Count(metrics.ColdStart)
+	}
+	ctx = lambdalog.WithInvocation(ctx, inv)
 	runID := "local"
 	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
 		runID = lc.AwsRequestID

@@ -37,6 +37,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 )
 
@@ -178,6 +179,7 @@ var errStop = errors.New("stop")
 // run is the state of one Run.
 type run struct {
 	r        *Reconciler
+	ctx      context.Context // the invocation's: its log attributes (lambdalog)
 	id       string
 	deadline time.Time
 	reserve  time.Duration // kept at the end for publishing the last resolve
@@ -198,7 +200,7 @@ func (r *Reconciler) Run(ctx context.Context, runID string, deadline time.Time) 
 	// Options.Now, so that tests can move it.
 	ctx, cancel := context.WithTimeout(ctx, deadline.Sub(start))
 	defer cancel()
-	st := &run{r: r, id: runID, deadline: deadline, orgOK: map[string]error{},
+	st := &run{r: r, ctx: ctx, id: runID, deadline: deadline, orgOK: map[string]error{},
 		reserve: min(publishReserve, deadline.Sub(start)/5)}
 
 	list, err := r.open.OpenIncidents(ctx)
@@ -422,6 +424,9 @@ func (st *run) log() {
 	}
 	if s.FirstError != "" {
 		attrs = append(attrs, slog.String("first_error", s.FirstError))
+	}
+	if inv, ok := lambdalog.FromContext(st.ctx); ok {
+		attrs = append(inv.Attrs(), attrs...)
 	}
 	st.r.o.Log.LogAttrs(context.Background(), level, "reconcile", attrs...)
 }

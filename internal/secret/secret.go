@@ -247,7 +247,7 @@ func (s *Source) finish(c *call, v string, err error) {
 		if s.have {
 			s.retryAt = now.Add(s.backoff)
 			s.log.Warn("secret refresh failed; serving the last good value",
-				"secret", s.id, "error_class", class(err), "error", err.Error(), "retry_in", s.backoff.String())
+				"secret", s.id, "error_class", class(err), "error", err.Error(), "retry_in_ms", s.backoff.Milliseconds())
 		}
 	}
 	c.val, c.err = v, err

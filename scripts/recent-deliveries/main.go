@@ -92,14 +92,14 @@ func runAt(now time.Time, args []string, stdout, stderr io.Writer) int {
 }
 
 // Query is the Logs Insights query: one row per delivery attempt, newest
-// first. latency and retry_in are logged by slog as nanoseconds.
+// first. Durations are logged in milliseconds (latency_ms, retry_in_ms).
 func Query(incident string, limit int) string {
 	msgs := make([]string, len(deliveryMessages))
 	for i, m := range deliveryMessages {
 		msgs[i] = quote(m)
 	}
 	lines := []string{
-		"fields @timestamp, msg, incident_id, status, sqibs_status, sqibs_id, latency / 1000000 as latency_ms, request_id, message_id, error",
+		"fields @timestamp, msg, incident_id, status, sqibs_status, sqibs_id, latency_ms, retry_in_ms, request_id, function_request_id, message_id, error",
 		"| filter msg in [" + strings.Join(msgs, ", ") + "]",
 	}
 	if incident != "" {

@@ -143,7 +143,7 @@ func TestMessagesMatchTheDispatcher(t *testing.T) {
 			t.Errorf("internal/dispatcher no longer logs %q", m)
 		}
 	}
-	for _, field := range []string{`"incident_id"`, `"status"`, `"sqibs_status"`, `"sqibs_id"`, `"latency"`, `"request_id"`, `"message_id"`, `"error"`} {
+	for _, field := range []string{`"incident_id"`, `"status"`, `"sqibs_status"`, `"sqibs_id"`, `"latency_ms"`, `"retry_in_ms"`, `"request_id"`, `"message_id"`, `"error"`} {
 		if !bytes.Contains(src, []byte(field)) {
 			t.Errorf("internal/dispatcher no longer logs the field %s", field)
 		}
