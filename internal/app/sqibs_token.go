@@ -33,6 +33,11 @@ func SQIBSToken(r *config.Reader, ttl time.Duration, aws func() (aws.Config, err
 	return placeholderGuard{src}, nil
 }
 
+// GuardSQIBSToken refuses the template's placeholder from src as
+// SQIBSToken's source does: for a token source built elsewhere (make dev's
+// printed default).
+func GuardSQIBSToken(src sqibs.TokenSource) sqibs.TokenSource { return placeholderGuard{src} }
+
 // placeholderGuard turns the template's placeholder into a clear error, so
 // the dispatcher retries (and logs why) instead of sending a token SQIBS
 // will refuse.

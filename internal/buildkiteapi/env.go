@@ -53,14 +53,3 @@ func (g placeholderGuard) Get(ctx context.Context) (string, error) {
 	}
 	return v, err
 }
-
-// RequireFromEnv is FromEnv for a function that cannot work without the
-// API (the reconciler): no token configured is an error naming the
-// variables.
-func RequireFromEnv(r *config.Reader, ttl time.Duration, awsCfg func() (aws.Config, error), log *slog.Logger) (*Client, error) {
-	c, err := FromEnv(r, ttl, awsCfg, log)
-	if err == nil && c == nil {
-		err = fmt.Errorf("config: %s or %s is required", app.BuildkiteAPITokenVars.ARNVar, app.BuildkiteAPITokenVars.LiteralVar)
-	}
-	return c, err
-}

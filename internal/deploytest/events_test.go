@@ -32,7 +32,6 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"github.com/callgoose/buildkite-sqibs/internal/app"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/devstack"
@@ -40,10 +39,9 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/receiver"
-	"github.com/callgoose/buildkite-sqibs/internal/reconciler"
-	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
+	"github.com/callgoose/buildkite-sqibs/internal/wire"
 )
 
 // The events/*.json files are generated from the Buildkite fixtures, so they
@@ -554,7 +552,7 @@ func TestEnvFile(t *testing.T) {
 	// Every loader accepts the values (the functions would stop at start otherwise).
 	newReceiver(t, rec, &recorder{}, io.Discard)
 	newDispatcher(t, dis, "http://127.0.0.1:1/v1/process", nil, &deadLetters{}, io.Discard)
-	newReconcilerFn(t, recon, "http://127.0.0.1:1/v2", reconciler.FromState(state.NewMemory()), &recorder{}, io.Discard)
+	newReconcilerFn(t, recon, "http://127.0.0.1:1/v2", state.NewMemory(), &recorder{}, io.Discard)
 }
 
 // receiverWant is the expected answer of the receiver to one event file.
@@ -684,44 +682,37 @@ func noAWS() (aws.Config, error) {
 	return aws.Config{}, errors.New("events/env.json configures literal tokens: no AWS call expected")
 }
 
-// newReceiver builds the receiver as functions/receiver does, from env.
+// newReceiver builds the receiver as functions/receiver does (wire), from
+// env, queueing to pub.
 func newReceiver(t *testing.T, env map[string]string, pub queue.Publisher, logs io.Writer) *receiver.Handler {
 	t.Helper()
-	r := config.NewReader(config.Map(env))
-	cfg := receiver.LoadConfig(r)
-	r.Required("QUEUE_URL")
-	ttl := r.Duration("SECRET_TTL", 5*time.Minute)
-	if err := r.Err(); err != nil {
+	h, err := wire.Receiver(config.Map(env), wire.ReceiverDeps{Publisher: pub,
+		Base: wire.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := app.Token(r, app.WebhookTokenVars, ttl, noAWS, nil)
-	if err != nil || tokens == nil {
-		t.Fatalf("webhook token from env.json: %v", err)
-	}
-	return receiver.New(cfg, tokens, pub, slog.New(slog.NewJSONHandler(logs, nil)), nil)
+	return h
 }
 
-// newDispatcher builds the dispatcher as functions/dispatcher does, from env
-// with SQIBS_URL replaced by sqibsURL.
+// newDispatcher builds the dispatcher as functions/dispatcher does (wire),
+// from env with SQIBS_URL replaced by sqibsURL, dead-lettering to dlq and
+// reaching SQIBS with hc.
 func newDispatcher(t *testing.T, env map[string]string, sqibsURL string, hc *http.Client, dlq dispatcher.DeadLetters, logs io.Writer) *dispatcher.Handler {
 	t.Helper()
 	env = maps.Clone(env)
 	env["SQIBS_URL"] = sqibsURL
-	r := config.NewReader(config.Map(env))
-	cfg := dispatcher.LoadSettings(r)
-	if err := r.Err(); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := app.SQIBSToken(r, cfg.SecretTTL, noAWS, nil)
+	h, err := wire.Dispatcher(config.Map(env), wire.DispatcherDeps{DeadLetters: dlq, Visibility: noVisibility{}, HTTPClient: hc,
+		Base: wire.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := sqibs.New(cfg.SQIBS, tokens, hc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dispatcher.New(cfg.Handler, client, nil, dlq, slog.New(slog.NewJSONHandler(logs, nil)), nil)
+	return h
 }
+
+// noVisibility leaves retry delays to the queue: these events have none.
+type noVisibility struct{}
+
+func (noVisibility) SetVisibility(context.Context, string, string, time.Duration) error { return nil }
 
 // TestReceiverEvents runs every receiver-*.json through the real handler.
 func TestReceiverEvents(t *testing.T) {

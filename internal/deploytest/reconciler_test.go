@@ -19,7 +19,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
@@ -28,24 +27,22 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/wire"
 )
 
-// newReconcilerFn builds the reconciler as functions/reconciler does, from
-// env with BUILDKITE_API_URL replaced by apiURL, over open and pub.
-func newReconcilerFn(t *testing.T, env map[string]string, apiURL string, open reconciler.OpenIncidents, pub queue.Publisher, logs io.Writer) reconciler.Lambda {
+// newReconcilerFn builds the reconciler as functions/reconciler does
+// (wire), from env with BUILDKITE_API_URL replaced by apiURL, over the
+// state open and the queue pub.
+func newReconcilerFn(t *testing.T, env map[string]string, apiURL string, open reconciler.StateLister, pub queue.Publisher, logs io.Writer) *reconciler.Lambda {
 	t.Helper()
 	env = maps.Clone(env)
 	env["BUILDKITE_API_URL"] = apiURL
-	r := config.NewReader(config.Map(env))
-	cfg := reconciler.LoadSettings(r)
-	if err := r.Err(); err != nil {
-		t.Fatal(err)
-	}
-	api, err := buildkiteapi.RequireFromEnv(r, cfg.SecretTTL, noAWS, nil)
+	h, err := wire.Reconciler(config.Map(env), wire.ReconcilerDeps{State: open, Publisher: pub,
+		Base: wire.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return reconciler.Lambda{R: reconciler.New(open, api, api, pub, reconciler.Options{Log: slog.New(slog.NewJSONHandler(logs, nil))})}
+	return h
 }
 
 // The scenario of every reconciler event: acme/deploy-api/main is open
@@ -131,7 +128,7 @@ func TestReconcilerEvents(t *testing.T) {
 			}
 			pub := &recorder{}
 			var logs testutil.Buffer
-			h := newReconcilerFn(t, env, srv.URL+"/v2", reconciler.FromState(st), pub, &logs)
+			h := newReconcilerFn(t, env, srv.URL+"/v2", st, pub, &logs)
 			res, err := h.Handle(t.Context(), ev)
 			if err != nil {
 				t.Fatal(err)

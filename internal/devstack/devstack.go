@@ -35,13 +35,11 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/receiver"
 	"github.com/callgoose/buildkite-sqibs/internal/reconciler"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
-	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
-	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
+	"github.com/callgoose/buildkite-sqibs/internal/wire"
 )
 
 // Defaults of DESIGN §6. They are not secrets: they only exist on a laptop.
@@ -88,7 +86,7 @@ type Stack struct {
 	BuildkiteURL string
 	// Reconciler is nil when the Buildkite API is off (BUILDKITE_API_URL set
 	// without a token) or RECONCILE_EVERY is off.
-	Reconciler *reconciler.Reconciler
+	Reconciler *reconciler.Lambda
 
 	recvSrv, simSrv, bkSrv *http.Server
 	reconcileStop          context.CancelFunc
@@ -136,13 +134,12 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	addr := env.String("DEV_ADDR", DefaultAddr)
 	simAddr := env.String("SQIBS_SIM_ADDR", DefaultSimAddr)
 	queueURL := env.String("QUEUE_URL", "")
-	dlqURL := env.String("DLQ_URL", "")
 	sqibsURL := env.String("SQIBS_URL", "")
-	ttl := env.Duration("SECRET_TTL", 5*time.Minute)
+	ttl := secret.LoadTTL(env)
 	apiURL := env.String(buildkiteapi.URLVar, "")
 	bkSimAddr := env.String("BUILDKITE_SIM_ADDR", DefaultBuildkiteSimAddr)
 	every := reconcileEvery(env, o.ReconcileEvery)
-	rcfg := receiver.LoadConfig(env)
+	stateTable := env.String("STATE_TABLE", "")
 	if err := env.Err(); err != nil {
 		return nil, err
 	}
@@ -231,27 +228,6 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		log.Info("BUILDKITE_API_URL is set but no Buildkite API token: enrichment, parent builds and the reconciler are off")
 	}
 
-	denv := config.NewReader(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}))
-	dcfg := dispatcher.LoadSettings(denv)
-	if err := denv.Err(); err != nil {
-		s.closeServers()
-		return nil, err
-	}
-	if o.BackoffBase > 0 {
-		dcfg.Handler.BackoffBase = o.BackoffBase
-	}
-	if o.MaxBackoff > 0 {
-		dcfg.Handler.MaxBackoff = o.MaxBackoff
-	}
-	if o.RetryFor > 0 {
-		dcfg.Handler.RetryFor = o.RetryFor
-	}
-	client, err := sqibs.New(dcfg.SQIBS, sqibsTokens, nil)
-	if err != nil {
-		s.closeServers()
-		return nil, err
-	}
-
 	// Queue: in process, or SQS with a poller.
 	var pub queue.Publisher
 	var src poller.Source
@@ -287,38 +263,42 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		if secs, err := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameVisibilityTimeout)]); err == nil {
 			sqsSrc.Visibility = time.Duration(secs) * time.Second // how long a failed delete may be retried
 		}
-		src = sqsSrc
-		vis = &queue.SQSVisibility{API: plain}
-		if dlqURL != "" {
-			dlq = &queue.SQSDeadLetter{API: plain, URL: dlqURL}
-		}
+		src = sqsSrc // the retry delays and dead letters: SQS's, wired from the environment
 	}
 
 	// Incident state: DynamoDB when STATE_TABLE names a table
 	// (AWS_ENDPOINT_URL_DYNAMODB reaches moto), else in process.
-	if dcfg.StateTable != "" {
+	if stateTable != "" {
 		cfg, err := awsConfig()
 		if err != nil {
 			s.closeServers()
 			return nil, err
 		}
-		s.State = dynamo.New(dynamo.NewClient(cfg), dcfg.StateTable)
-		log.Info("incident state in DynamoDB", "table", dcfg.StateTable)
+		s.State = wire.StateTable(cfg, stateTable)
+		log.Info("incident state in DynamoDB", "table", stateTable)
 	} else {
 		s.State = state.NewMemory()
 		log.Info("STATE_TABLE is not set: incident state is kept in process and lost at exit")
 	}
-	dcfg.Handler.State = s.State
-	if api != nil {
-		// What a configured token does in Lambda: the dispatcher enriches
-		// and judges triggered builds by their parent, the receiver leaves
-		// those to it, and the delivery budget counts the API in.
-		dcfg.Handler.API = api
-		dcfg.Handler.Rules.TriggeredByParent = true
-		dcfg.Handler.Reserve = dispatcher.DeliveryBudget(dcfg.SQIBS.Timeout, true)
-		rcfg.Rules.TriggeredByParent = true
+	base := wire.Base{AWS: awsConfig, Log: log, Metrics: m}
+	s.Dispatcher, err = wire.Dispatcher(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}), wire.DispatcherDeps{
+		Base: base, SQIBSTokens: sqibsTokens, API: api, Visibility: vis, DeadLetters: dlq, State: s.State,
+		Tune: func(c *dispatcher.Config) {
+			if o.BackoffBase > 0 {
+				c.BackoffBase = o.BackoffBase
+			}
+			if o.MaxBackoff > 0 {
+				c.MaxBackoff = o.MaxBackoff
+			}
+			if o.RetryFor > 0 {
+				c.RetryFor = o.RetryFor
+			}
+		},
+	})
+	if err != nil {
+		s.closeServers()
+		return nil, err
 	}
-	s.Dispatcher = dispatcher.New(dcfg.Handler, client, vis, dlq, log, m)
 	po := o.Poller
 	if po.Log == nil {
 		po.Log = log
@@ -336,7 +316,12 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, err
 	}
 
-	rh := receiver.New(rcfg, webhookTokens, pub, log, m)
+	rh, err := wire.Receiver(o.Env, wire.ReceiverDeps{Base: base, Tokens: webhookTokens, Publisher: pub, BuildkiteAPI: api != nil})
+	if err != nil {
+		_ = s.StopDispatcher(ctx)
+		s.closeServers()
+		return nil, err
+	}
 	if s.Buildkite != nil {
 		// Every authenticated webhook, before the rules drop any: the jobs
 		// of a build are known even with JOB_INCIDENTS=false.
@@ -349,8 +334,12 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, fmt.Errorf("receiver on DEV_ADDR=%s: %w", addr, err)
 	}
 	if api != nil && every > 0 {
-		s.Reconciler = reconciler.New(reconciler.FromState(s.State), api, api, pub, reconciler.Options{Log: log})
-		s.startReconciler(context.WithoutCancel(ctx), every, m)
+		if s.Reconciler, err = wire.Reconciler(o.Env, wire.ReconcilerDeps{Base: base, API: api, State: s.State, Publisher: pub}); err != nil {
+			_ = s.StopDispatcher(ctx)
+			s.closeServers()
+			return nil, err
+		}
+		s.startReconciler(context.WithoutCancel(ctx), every)
 		fmt.Fprintf(o.Stdout, "reconciler every %s (RECONCILE_EVERY; against this stack's incident state and queue)\n", shortDuration(every))
 	}
 	s.ReceiverURL = "http://" + ln.Addr().String()

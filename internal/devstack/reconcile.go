@@ -9,8 +9,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/callgoose/buildkite-sqibs/internal/config"
-	"github.com/callgoose/buildkite-sqibs/internal/metrics"
-	"github.com/callgoose/buildkite-sqibs/internal/reconciler"
 )
 
 // maxRun bounds one reconciler run, as the function's timeout does in Lambda.
@@ -32,10 +30,10 @@ func reconcileEvery(env *config.Reader, override time.Duration) time.Duration {
 // in Lambda: one run at a time (a tick that comes during a run is dropped,
 // as the reserved concurrency of 1 drops an overlapping invocation), each
 // through the function's own handler, bounded like its timeout.
-func (s *Stack) startReconciler(ctx context.Context, every time.Duration, m *metrics.Emitter) {
+func (s *Stack) startReconciler(ctx context.Context, every time.Duration) {
 	ctx, s.reconcileStop = context.WithCancel(ctx)
 	s.reconcileDone = make(chan struct{})
-	h := reconciler.Lambda{R: s.Reconciler, Metrics: m}
+	h := s.Reconciler
 	go func() {
 		defer close(s.reconcileDone)
 		t := time.NewTicker(every)

@@ -41,7 +41,7 @@ func DeliveryBudget(sqibsTimeout time.Duration, api bool) time.Duration {
 
 // LoadSettings reads the dispatcher settings; check r.Err() after.
 func LoadSettings(r *config.Reader) Settings {
-	timeout := r.Duration("SQIBS_TIMEOUT", 5*time.Second)
+	timeout := r.Duration("SQIBS_TIMEOUT", sqibs.DefaultTimeout)
 	retryFor := r.Duration("RETRY_FOR", DefaultRetryFor)
 	maxBackoff := r.Duration("MAX_BACKOFF", DefaultMaxBackoff)
 	rules := incident.LoadRules(r)
@@ -57,7 +57,7 @@ func LoadSettings(r *config.Reader) Settings {
 			From:    r.Optional("SQIBS_FROM", "Buildkite"),
 			Timeout: timeout,
 		},
-		SecretTTL:  r.Duration("SECRET_TTL", 5*time.Minute),
+		SecretTTL:  secret.LoadTTL(r),
 		DLQURL:     r.String("DLQ_URL", ""),
 		StateTable: r.String("STATE_TABLE", ""),
 		Handler: Config{

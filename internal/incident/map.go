@@ -81,7 +81,7 @@ func (r Rules) mapDecided(p *buildkite.Payload, received time.Time, d Decision) 
 		Author:      b.Author.Display(),
 	}
 	if e.Severity == "" {
-		e.Severity = "high"
+		e.Severity = DefaultSeverity
 	}
 	var ts time.Time
 	var what string

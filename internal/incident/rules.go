@@ -53,6 +53,9 @@ const (
 	APITokenARNVar = "BUILDKITE_API_TOKEN_SECRET_ARN"
 )
 
+// DefaultSeverity is SEVERITY's default (DESIGN §2).
+const DefaultSeverity = "high"
+
 // Severities SQIBS understands.
 var severities = []string{"critical", "high", "medium", "low", "info"}
 
@@ -64,7 +67,7 @@ func LoadRules(r *config.Reader) Rules {
 		OnFailing:    r.Bool("ALERT_ON_FAILING", true),
 		OnCanceled:   r.Bool("ALERT_ON_CANCELED", false),
 		JobIncidents: r.Bool("JOB_INCIDENTS", false),
-		Severity:     r.OneOf("SEVERITY", "high", severities...),
+		Severity:     r.OneOf("SEVERITY", DefaultSeverity, severities...),
 		PullRequests: r.Bool("ALERT_PULL_REQUESTS", false),
 		// 1000: a bound that catches a typo, far beyond any useful value.
 		AlertAfterFailures: int(r.Int("ALERT_AFTER_FAILURES", 1, 1, 1000)),

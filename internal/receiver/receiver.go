@@ -35,17 +35,28 @@ type Config struct {
 	Budget time.Duration
 }
 
+// Defaults of DESIGN §2 and §3, named once: LoadConfig reads them from the
+// environment's absence, New from a zero Config.
+const (
+	DefaultMaxBodyBytes = 1 << 20
+	// maxBodyBytes is the function URL's own limit, 6 MB.
+	maxBodyBytes = 6 << 20
+	// DefaultBudget bounds the secret fetch and the queue send together,
+	// under DESIGN §3's 3 s and well inside Buildkite's ~5 s wait.
+	DefaultBudget = 2800 * time.Millisecond
+)
+
 // LoadConfig reads the receiver's settings. Token settings are read by the
 // caller, which builds the token source.
 func LoadConfig(r *config.Reader) Config {
 	return Config{
-		MaxBodyBytes: r.Int("MAX_BODY_BYTES", 1<<20, 1, 6<<20), // 6 MB is the function URL's own limit
+		MaxBodyBytes: r.Int("MAX_BODY_BYTES", DefaultMaxBodyBytes, 1, maxBodyBytes),
 		Auth: buildkite.Authenticator{
-			MaxAge:     r.Duration("SIGNATURE_MAX_AGE", 5*time.Minute),
+			MaxAge:     r.Duration("SIGNATURE_MAX_AGE", buildkite.DefaultMaxAge),
 			AllowToken: r.Bool("ALLOW_TOKEN_HEADER", true),
 		},
 		Rules:  incident.LoadRules(r),
-		Budget: 2800 * time.Millisecond,
+		Budget: DefaultBudget,
 	}
 }
 
@@ -80,13 +91,13 @@ func New(cfg Config, tokens TokenSource, pub queue.Publisher, log *slog.Logger, 
 		log = slog.Default()
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 1 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.Auth.MaxAge <= 0 {
-		cfg.Auth.MaxAge = 5 * time.Minute
+		cfg.Auth.MaxAge = buildkite.DefaultMaxAge
 	}
 	if cfg.Budget <= 0 {
-		cfg.Budget = 2800 * time.Millisecond
+		cfg.Budget = DefaultBudget
 	}
 	if tokens == nil {
 		log.Error("no webhook token configured: set WEBHOOK_TOKEN_SECRET_ARN or BUILDKITE_WEBHOOK_TOKEN; every webhook will be refused with 401")

@@ -18,12 +18,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/callgoose/buildkite-sqibs/internal/config"
 )
 
 // API is the one Secrets Manager call we make (satisfied by *secretsmanager.Client).
 type API interface {
 	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
 }
+
+// LoadTTL reads SECRET_TTL, how long every function reuses a fetched secret
+// (DESIGN §2): each reads it the same way, its default named once.
+func LoadTTL(r *config.Reader) time.Duration { return r.Duration("SECRET_TTL", DefaultTTL) }
 
 // ErrUnavailable wraps every failure to produce a value: the caller answers
 // 503 or retries later.

@@ -1,0 +1,110 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
+	"github.com/callgoose/buildkite-sqibs/internal/state"
+)
+
+var errNoAWS = errors.New("no AWS here")
+
+func noAWS() (aws.Config, error) { return aws.Config{}, errNoAWS }
+
+// What each function needs from its environment depends on what it is
+// given: a part supplied by the caller (make dev, a test) is never also
+// read from the environment, and one left out is, as in Lambda.
+func TestWhatEachFunctionNeeds(t *testing.T) {
+	q := memqueue.New(memqueue.Options{})
+	base := Base{AWS: noAWS}
+	for _, tc := range []struct {
+		name    string
+		build   func() error
+		wantErr string // "" = builds
+	}{
+		{"receiver with its queue", func() error {
+			_, err := Receiver(config.Map(map[string]string{"BUILDKITE_WEBHOOK_TOKEN": "t"}), ReceiverDeps{Base: base, Publisher: q})
+			return err
+		}, ""},
+		{"receiver without a queue needs QUEUE_URL", func() error {
+			_, err := Receiver(config.Map(map[string]string{"BUILDKITE_WEBHOOK_TOKEN": "t"}), ReceiverDeps{Base: base})
+			return err
+		}, "QUEUE_URL is required"},
+		{"receiver with QUEUE_URL builds SQS from AWS", func() error {
+			_, err := Receiver(config.Map(map[string]string{"QUEUE_URL": "https://sqs/q.fifo"}), ReceiverDeps{Base: base})
+			return err
+		}, errNoAWS.Error()},
+		{"receiver with no token fails closed, not at start", func() error {
+			_, err := Receiver(config.Map(nil), ReceiverDeps{Base: base, Publisher: q})
+			return err
+		}, ""},
+		{"dispatcher with its queue and state", func() error {
+			_, err := Dispatcher(config.Map(map[string]string{"SQIBS_URL": "https://s/v1/process", "SQIBS_API_TOKEN": "t"}),
+				DispatcherDeps{Base: base, Visibility: q, DeadLetters: q, State: state.NewMemory()})
+			return err
+		}, ""},
+		{"dispatcher needs an SQIBS token", func() error {
+			_, err := Dispatcher(config.Map(map[string]string{"SQIBS_URL": "https://s/v1/process"}), DispatcherDeps{Base: base, Visibility: q})
+			return err
+		}, "SQIBS_API_TOKEN is required"},
+		{"dispatcher with STATE_TABLE reads AWS for it", func() error {
+			_, err := Dispatcher(config.Map(map[string]string{"SQIBS_URL": "https://s/v1/process", "SQIBS_API_TOKEN": "t", "STATE_TABLE": "x"}),
+				DispatcherDeps{Base: base, Visibility: q, DeadLetters: q})
+			return err
+		}, errNoAWS.Error()},
+		{"dispatcher: a bad value names its variable", func() error {
+			_, err := Dispatcher(config.Map(map[string]string{"SQIBS_URL": "https://s/v1/process", "SQIBS_API_TOKEN": "t", "MAX_BACKOFF": "soon"}),
+				DispatcherDeps{Base: base, Visibility: q})
+			return err
+		}, "MAX_BACKOFF"},
+		{"reconciler needs a Buildkite API token", func() error {
+			_, err := Reconciler(config.Map(nil), ReconcilerDeps{Base: base, State: state.NewMemory(), Publisher: q})
+			return err
+		}, "BUILDKITE_API_TOKEN is required"},
+		{"reconciler with its state and queue", func() error {
+			_, err := Reconciler(config.Map(map[string]string{"BUILDKITE_API_TOKEN": "t"}), ReconcilerDeps{Base: base, State: state.NewMemory(), Publisher: q})
+			return err
+		}, ""},
+		{"reconciler without them needs STATE_TABLE and QUEUE_URL", func() error {
+			_, err := Reconciler(config.Map(map[string]string{"BUILDKITE_API_TOKEN": "t"}), ReconcilerDeps{Base: base})
+			return err
+		}, "STATE_TABLE is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.build()
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// A receiver built with a Buildkite API in use leaves triggered builds to
+// the dispatcher, as a configured token does.
+func TestReceiverDefersTriggeredBuildsWithAnAPI(t *testing.T) {
+	q := memqueue.New(memqueue.Options{})
+	body := []byte(`{"event":"build.finished","build":{"id":"b","number":2,"state":"failed","branch":"feature","triggered_from":{"build_id":"p","build_number":1,"build_pipeline_slug":"parent"}},"pipeline":{"slug":"child","web_url":"https://buildkite.com/acme/child"}}`)
+	for _, api := range []bool{false, true} {
+		h, err := Receiver(config.Map(map[string]string{"BUILDKITE_WEBHOOK_TOKEN": "tok"}), ReceiverDeps{Base: Base{AWS: noAWS}, Publisher: q, BuildkiteAPI: api})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, _ := h.Handle(context.Background(), tokenRequest(body))
+		if got := resp.StatusCode == 200; got != api {
+			t.Errorf("with an API %v: %d %s", api, resp.StatusCode, resp.Body)
+		}
+	}
+}
+
+func tokenRequest(body []byte) events.LambdaFunctionURLRequest {
+	r := events.LambdaFunctionURLRequest{Headers: map[string]string{"x-buildkite-token": "tok", "content-type": "application/json"}, Body: string(body)}
+	r.RequestContext.HTTP.Method = "POST"
+	return r
+}
