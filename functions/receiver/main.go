@@ -3,23 +3,6 @@
 // builds the handler from the environment, internal/receiver is the logic.
 package main
 
-import (
-	"os"
+import "github.com/callgoose/buildkite-sqibs/internal/wire"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/callgoose/buildkite-sqibs/internal/app"
-	"github.com/callgoose/buildkite-sqibs/internal/metrics"
-	"github.com/callgoose/buildkite-sqibs/internal/wire"
-)
-
-func main() {
-	log := app.NewLogger(os.Stderr)
-	h, err := wire.Receiver(os.LookupEnv, wire.ReceiverDeps{Base: wire.Base{
-		Log: log, Metrics: metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME")),
-	}})
-	if err != nil {
-		app.Exit(log, err)
-	}
-	lambda.Start(h.Handle)
-}
+func main() { wire.Lambda(wire.ReceiverHandler) }

@@ -27,51 +27,52 @@ const (
 // the dispatcher on what it reads from the queue, so a message written by
 // any producer is held to the same bounds. It is idempotent.
 func (p *Payload) Sanitize() {
-	p.Event = Word(p.Event)
+	// The fields by the bound they take, gathered then bounded; arrays on
+	// the stack, so the receiver's hot path allocates nothing more.
+	var idents, words, urls, names [16]*string
+	id, wd, ul, nm := idents[:0], words[:0], urls[:0], names[:0]
+	wd = append(wd, &p.Event)
 	if b := p.Build; b != nil {
-		b.ID = Ident(b.ID)
-		b.URL, b.WebURL = clipURL(b.URL), clipURL(b.WebURL)
-		b.State = Word(b.State)
+		id = append(id, &b.ID, &b.Commit, &b.Branch)
+		wd = append(wd, &b.State, &b.Source)
+		ul = append(ul, &b.URL, &b.WebURL)
 		b.Message = Subject(b.Message)
-		b.Commit = Ident(b.Commit)
-		b.Branch = Ident(b.Branch)
-		b.Source = Word(b.Source)
 		if a := b.Author; a != nil {
-			a.Name = personName(a.Name)
-			a.Username = personName(a.Username)
+			a.Name, a.Username = personName(a.Name), personName(a.Username)
 		}
 		if pr := b.PullRequest; pr != nil {
 			pr.ID = FlexString(Ident(string(pr.ID)))
-			pr.Base = Ident(pr.Base)
+			id = append(id, &pr.Base)
 		}
 		if r := b.RebuiltFrom; r != nil {
-			r.ID = Ident(r.ID)
+			id = append(id, &r.ID)
 		}
 		if t := b.TriggeredFrom; t != nil {
-			t.BuildID = Ident(t.BuildID)
-			t.BuildPipelineSlug = Ident(t.BuildPipelineSlug)
+			id = append(id, &t.BuildID, &t.BuildPipelineSlug)
 		}
 	}
 	if j := p.Job; j != nil {
-		j.ID = Ident(j.ID)
-		j.Type = Word(j.Type)
-		j.Name = Name(j.Name)
-		j.Label = Name(j.Label)
-		j.StepKey = Ident(j.StepKey)
-		j.State = Word(j.State)
-		j.WebURL = clipURL(j.WebURL)
-		j.SignalReason = Word(j.SignalReason)
+		id = append(id, &j.ID, &j.StepKey)
+		wd = append(wd, &j.Type, &j.State, &j.SignalReason)
+		ul = append(ul, &j.WebURL)
+		nm = append(nm, &j.Name, &j.Label)
 		if r := j.RetrySource; r != nil {
-			r.JobID = Ident(r.JobID)
-			r.RetryType = Word(r.RetryType)
+			id = append(id, &r.JobID)
+			wd = append(wd, &r.RetryType)
 		}
 	}
 	if pl := p.Pipeline; pl != nil {
-		pl.ID = Ident(pl.ID)
-		pl.URL, pl.WebURL = clipURL(pl.URL), clipURL(pl.WebURL)
-		pl.Name = Name(pl.Name)
-		pl.Slug = Ident(pl.Slug)
-		pl.DefaultBranch = Ident(pl.DefaultBranch)
+		id = append(id, &pl.ID, &pl.Slug, &pl.DefaultBranch)
+		ul = append(ul, &pl.URL, &pl.WebURL)
+		nm = append(nm, &pl.Name)
+	}
+	for _, set := range [...]struct {
+		fields []*string
+		bound  func(string) string
+	}{{id, Ident}, {wd, Word}, {ul, clipURL}, {nm, Name}} {
+		for _, f := range set.fields {
+			*f = set.bound(*f)
+		}
 	}
 }
 

@@ -102,26 +102,16 @@ func DedupID(p *buildkite.Payload) string {
 		h.Write(b)
 		b = b[:0]
 	}
-	add(p.Event)
-	if p.Build != nil {
-		add(p.Build.ID)
-		add(p.Build.State)
-		add(strconv.FormatBool(p.Build.Blocked))
-	} else {
-		add("")
-		add("")
-		add("false")
+	build, job := [3]string{"", "", "false"}, [3]string{"", "", "0"} // the identity of an absent build or job
+	if b := p.Build; b != nil {
+		build = [3]string{b.ID, b.State, strconv.FormatBool(b.Blocked)}
 	}
-	if p.Job != nil {
-		add(p.Job.ID)
-		add(p.Job.State)
-		add(strconv.Itoa(p.Job.RetriesCount))
-	} else {
-		add("")
-		add("")
-		add("0")
+	if j := p.Job; j != nil {
+		job = [3]string{j.ID, j.State, strconv.Itoa(j.RetriesCount)}
 	}
-	add(EventTime(p).String())
+	for _, f := range [...]string{p.Event, build[0], build[1], build[2], job[0], job[1], job[2], EventTime(p).String()} {
+		add(f)
+	}
 	var sum [sha256.Size]byte
 	return hex.EncodeToString(h.Sum(sum[:0]))
 }

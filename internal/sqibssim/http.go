@@ -20,14 +20,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.serveProcess(w, r)
 	case p == "/incidents":
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET, HEAD")
+		if !readOnly(w, r) {
 			return
 		}
 		s.serveIncidents(w)
 	case p == "/history":
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET, HEAD")
+		if !readOnly(w, r) {
 			return
 		}
 		s.serveHistory(w, r)
@@ -38,14 +36,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.resetRoute.ServeHTTP(w, r)
 	case p == "/dead-letters":
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET, HEAD")
+		if !readOnly(w, r) {
 			return
 		}
 		s.serveDeadLetters(w)
 	case p == "/":
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET, HEAD")
+		if !readOnly(w, r) {
 			return
 		}
 		s.servePage(w)
@@ -163,4 +159,14 @@ func errorBody(msg string) map[string]string { return map[string]string{"error":
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	simhttp.WriteJSON(w, code, v, `{"error":"internal error"}`)
+}
+
+// readOnly answers 405 to anything but GET and HEAD, the methods of the
+// simulator's pages and lists; it reports whether to go on.
+func readOnly(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return false
+	}
+	return true
 }

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
@@ -247,4 +249,45 @@ func Reconciler(env config.Env, d ReconcilerDeps) (*reconciler.Lambda, error) {
 	}
 	rec := reconciler.New(reconciler.FromState(store), api, api, pub, reconciler.Options{Log: d.log()})
 	return &reconciler.Lambda{R: rec, Metrics: d.Metrics}, nil
+}
+
+// Lambda runs one function in AWS Lambda: the JSON logger, the metrics,
+// the handler build from the process's environment (a bad value stops the
+// process with one line naming the variable), then the runtime loop. The
+// mains are one call to it with ReceiverHandler, DispatcherHandler or
+// ReconcilerHandler.
+func Lambda(build func(env config.Env, b Base) (handler any, err error)) {
+	log := app.NewLogger(os.Stderr)
+	h, err := build(os.LookupEnv, Base{Log: log, Metrics: metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME"))})
+	if err != nil {
+		app.Exit(log, err)
+	}
+	lambda.Start(h)
+}
+
+// ReceiverHandler is the receiver's Lambda handler, all of it from env.
+func ReceiverHandler(env config.Env, b Base) (any, error) {
+	h, err := Receiver(env, ReceiverDeps{Base: b})
+	if err != nil {
+		return nil, err
+	}
+	return h.Handle, nil
+}
+
+// DispatcherHandler is the dispatcher's Lambda handler, all of it from env.
+func DispatcherHandler(env config.Env, b Base) (any, error) {
+	h, err := Dispatcher(env, DispatcherDeps{Base: b})
+	if err != nil {
+		return nil, err
+	}
+	return h.Handle, nil
+}
+
+// ReconcilerHandler is the reconciler's Lambda handler, all of it from env.
+func ReconcilerHandler(env config.Env, b Base) (any, error) {
+	h, err := Reconciler(env, ReconcilerDeps{Base: b})
+	if err != nil {
+		return nil, err
+	}
+	return h.Handle, nil
 }
