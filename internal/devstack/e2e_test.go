@@ -3,9 +3,6 @@ package devstack
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
@@ -124,11 +121,7 @@ func (h *harness) send(body []byte, event string) (int, string) {
 	if event != "" {
 		req.Header.Set("X-Buildkite-Event", event)
 	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(h.token))
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	req.Header.Set("X-Buildkite-Signature", "timestamp="+ts+",signature="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Buildkite-Signature", buildkite.Sign(h.token, time.Now(), body))
 	resp, err := h.client.Do(req)
 	if err != nil {
 		h.t.Fatal(err)

@@ -80,13 +80,6 @@ func (m *memPublisher) all() []queue.Message {
 	return slices.Clone(m.msgs)
 }
 
-func sign(token string, ts int64, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(token))
-	fmt.Fprintf(mac, "%d.", ts)
-	mac.Write(body)
-	return fmt.Sprintf("timestamp=%d,signature=%s", ts, hex.EncodeToString(mac.Sum(nil)))
-}
-
 func newHandler(t testing.TB, tokens TokenSource, pub queue.Publisher, log *slog.Logger, mutate ...func(*Config)) *Handler {
 	t.Helper()
 	cfg := Config{
@@ -126,7 +119,7 @@ func (r req) event() events.LambdaFunctionURLRequest {
 func signed(body []byte, event string, extra ...string) req {
 	h := map[string]string{
 		"content-type":          "application/json",
-		"x-buildkite-signature": sign(testToken, fixedNow.Unix(), body),
+		"x-buildkite-signature": buildkite.Sign(testToken, fixedNow, body),
 	}
 	if event != "" {
 		h["x-buildkite-event"] = event
@@ -174,9 +167,9 @@ func TestHandlerRows(t *testing.T) {
 
 		// 401: one body for every class.
 		{name: "401 wrong token", req: req{headers: map[string]string{"x-buildkite-token": "nope"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
-		{name: "401 wrong key", req: req{headers: map[string]string{"x-buildkite-signature": sign("other-key", ts, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
-		{name: "401 stale", req: req{headers: map[string]string{"x-buildkite-signature": sign(testToken, ts-301, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
-		{name: "401 future", req: req{headers: map[string]string{"x-buildkite-signature": sign(testToken, ts+301, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
+		{name: "401 wrong key", req: req{headers: map[string]string{"x-buildkite-signature": buildkite.Sign("other-key", fixedNow, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
+		{name: "401 stale", req: req{headers: map[string]string{"x-buildkite-signature": buildkite.Sign(testToken, fixedNow.Add(-301*time.Second), failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
+		{name: "401 future", req: req{headers: map[string]string{"x-buildkite-signature": buildkite.Sign(testToken, fixedNow.Add(301*time.Second), failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
 		{name: "401 missing", req: req{headers: map[string]string{"x-buildkite-event": "build.finished"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
 		{name: "401 malformed a,b", req: req{headers: map[string]string{"x-buildkite-signature": "a,b"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
 		{name: "401 malformed invalid", req: req{headers: map[string]string{"x-buildkite-signature": "invalid"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
@@ -418,14 +411,14 @@ func FuzzHandler(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join("..", "buildkite", "testdata", "*.json"))
 	for _, name := range files {
 		b, _ := os.ReadFile(name)
-		f.Add("POST", "build.finished", sign(testToken, fixedNow.Unix(), b), "", "application/json", b, false)
+		f.Add("POST", "build.finished", buildkite.Sign(testToken, fixedNow, b), "", "application/json", b, false)
 		f.Add("POST", "", "", testToken, "", b, false)
 	}
 	f.Add("POST", "ping", "timestamp=,signature=", "", "text/plain", []byte("{}"), true)
 	f.Add("GET", "", "a,b", "x", "", []byte(nil), false)
 	huge := []byte(`{"event":"build.finished","build":{"state":"failed","branch":"main` + strings.Repeat("ü", 100<<10) +
 		`","author":{"name":"jane@example.com","username":"jane@example.com"}},"pipeline":{"slug":"p","name":"jane@example.com"}}`)
-	f.Add("POST", "", sign(testToken, fixedNow.Unix(), huge), "", "application/json", huge, false)
+	f.Add("POST", "", buildkite.Sign(testToken, fixedNow, huge), "", "application/json", huge, false)
 	f.Fuzz(func(t *testing.T, method, event, sig, token, ct string, body []byte, b64 bool) {
 		var logs bytes.Buffer
 		pub := &memPublisher{}

@@ -406,10 +406,10 @@ func TestSignatureVerifies(t *testing.T) {
 	body := []byte(`{"event":"ping"}`)
 	now := time.Now()
 	auth := buildkite.Authenticator{Now: func() time.Time { return now }}
-	if err := auth.Verify([]string{"tok"}, "", signature("tok", now.Unix(), body), body); err != nil {
+	if err := auth.Verify([]string{"tok"}, "", buildkite.Sign("tok", now, body), body); err != nil {
 		t.Errorf("the project's verifier refuses our signature: %v", err)
 	}
-	if err := auth.Verify([]string{"other"}, "", signature("tok", now.Unix(), body), body); err == nil {
+	if err := auth.Verify([]string{"other"}, "", buildkite.Sign("tok", now, body), body); err == nil {
 		t.Error("a signature with the wrong token verified")
 	}
 }

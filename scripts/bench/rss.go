@@ -137,7 +137,7 @@ func receiverRSS(ctx context.Context, root, bin string, moto *motoServer, n int,
 			Headers: map[string]string{
 				"content-type":          "application/json",
 				"x-buildkite-event":     "build.finished",
-				"x-buildkite-signature": signature(benchWebhookToken, time.Now().Unix(), body),
+				"x-buildkite-signature": buildkite.Sign(benchWebhookToken, time.Now(), body),
 			},
 			Body: string(body),
 		}
