@@ -382,16 +382,9 @@ func TestRateLimitWindow(t *testing.T) {
 	}
 }
 
-type recorder struct{ msgs []queue.Message }
-
-func (r *recorder) Publish(_ context.Context, m queue.Message) (string, error) {
-	r.msgs = append(r.msgs, m)
-	return "id", nil
-}
-
 func TestTap(t *testing.T) {
 	s, ts := newSim(t)
-	rec := &recorder{}
+	rec := &testutil.Publisher[queue.Message]{}
 	pub := s.Tap(rec)
 	m, err := queue.NewMessage(webhook(t, "build_finished_failed.json"), "acme/deploy-api/main", "r", time.Now())
 	if err != nil {
@@ -403,8 +396,8 @@ func TestTap(t *testing.T) {
 	if _, err := pub.Publish(context.Background(), queue.Message{Body: []byte("not an envelope")}); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.msgs) != 2 {
-		t.Errorf("%d messages passed on", len(rec.msgs))
+	if rec.Len() != 2 {
+		t.Errorf("%d messages passed on", rec.Len())
 	}
 	if _, err := client(t, ts, buildkiteapi.Config{}).Build(context.Background(), "acme", "deploy-api", 1234); err != nil {
 		t.Errorf("the tapped webhook was not recorded: %v", err)

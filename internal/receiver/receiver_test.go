@@ -14,10 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 const (
@@ -54,31 +53,6 @@ type staticTokens struct {
 }
 
 func (s staticTokens) Get(context.Context) (string, error) { return s.v, s.err }
-
-// memPublisher records what would be queued.
-type memPublisher struct {
-	mu   sync.Mutex
-	msgs []queue.Message
-	err  error
-}
-
-func (m *memPublisher) Publish(_ context.Context, msg queue.Message) (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.err != nil {
-		return "", m.err
-	}
-	m.msgs = append(m.msgs, msg)
-	return fmt.Sprintf("msg-%d", len(m.msgs)), nil
-}
-
-func (m *memPublisher) count() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.msgs) }
-
-func (m *memPublisher) all() []queue.Message {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.msgs)
-}
 
 func newHandler(t testing.TB, tokens TokenSource, pub queue.Publisher, log *slog.Logger, mutate ...func(*Config)) *Handler {
 	t.Helper()
@@ -203,7 +177,7 @@ func TestHandlerRows(t *testing.T) {
 			if _, ok := tokens.(nilTokens); ok {
 				tokens = nil
 			}
-			pub := &memPublisher{err: tc.pubErr}
+			pub := &testutil.Publisher[queue.Message]{Err: tc.pubErr}
 			var mut []func(*Config)
 			if tc.mutate != nil {
 				mut = append(mut, tc.mutate)
@@ -228,7 +202,7 @@ func TestHandlerRows(t *testing.T) {
 			if tc.wantStatus == 405 && resp.Headers["allow"] != "POST" {
 				t.Errorf("405 without Allow: POST: %v", resp.Headers)
 			}
-			if got := pub.count(); got != tc.wantQueued {
+			if got := pub.Len(); got != tc.wantQueued {
 				t.Errorf("queued %d messages, want %d", got, tc.wantQueued)
 			}
 		})
@@ -241,14 +215,14 @@ func (nilTokens) Get(context.Context) (string, error) { return "", nil }
 
 func TestQueuedMessage(t *testing.T) {
 	body := fixture(t, "build_finished_large.json")
-	pub := &memPublisher{}
+	pub := &testutil.Publisher[queue.Message]{}
 	h := newHandler(t, staticTokens{v: testToken}, pub, nil)
 	r := signed(body, "build.finished", "x-buildkite-request", "bk-req-42")
 	resp, _ := h.Handle(context.Background(), r.event())
-	if resp.StatusCode != 200 || len(pub.msgs) != 1 {
-		t.Fatalf("status %d, %d messages", resp.StatusCode, len(pub.msgs))
+	if resp.StatusCode != 200 || pub.Len() != 1 {
+		t.Fatalf("status %d, %d messages", resp.StatusCode, pub.Len())
 	}
-	m := pub.msgs[0]
+	m := pub.Messages()[0]
 	if m.GroupID != "acme/deploy-api/main" {
 		t.Errorf("group id = %q", m.GroupID)
 	}
@@ -273,10 +247,10 @@ func TestQueuedMessage(t *testing.T) {
 	}
 
 	// Without X-Buildkite-Request the Lambda request id is used.
-	pub2 := &memPublisher{}
+	pub2 := &testutil.Publisher[queue.Message]{}
 	h2 := newHandler(t, staticTokens{v: testToken}, pub2, nil)
 	_, _ = h2.Handle(context.Background(), signed(body, "build.finished", "x-buildkite-request", "bad id with spaces").event())
-	env2, err := queue.Decode(pub2.msgs[0].Body)
+	env2, err := queue.Decode(pub2.Messages()[0].Body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +265,7 @@ func TestQueuedMessage(t *testing.T) {
 func TestSignedBodyNamesTheEvent(t *testing.T) {
 	body := fixture(t, "build_finished_passed.json")
 	var logs bytes.Buffer
-	pub := &memPublisher{}
+	pub := &testutil.Publisher[queue.Message]{}
 	h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)))
 	for _, hdr := range []string{"build.finished", "build.failing"} {
 		resp, _ := h.Handle(context.Background(), signed(body, hdr).event())
@@ -299,10 +273,11 @@ func TestSignedBodyNamesTheEvent(t *testing.T) {
 			t.Fatalf("header %s: status %d %s", hdr, resp.StatusCode, resp.Body)
 		}
 	}
-	if len(pub.msgs) != 2 {
-		t.Fatalf("%d messages, want 2", len(pub.msgs))
+	msgs := pub.Messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages, want 2", len(msgs))
 	}
-	for i, m := range pub.msgs {
+	for i, m := range msgs {
 		env, err := queue.Decode(m.Body)
 		if err != nil {
 			t.Fatal(err)
@@ -311,8 +286,8 @@ func TestSignedBodyNamesTheEvent(t *testing.T) {
 			t.Errorf("message %d: event %q, want the body's build.finished", i, env.Event)
 		}
 	}
-	if pub.msgs[0].DedupID != pub.msgs[1].DedupID {
-		t.Errorf("dedup ids differ (%s, %s): the re-labelled replay would be delivered", pub.msgs[0].DedupID, pub.msgs[1].DedupID)
+	if msgs[0].DedupID != msgs[1].DedupID {
+		t.Errorf("dedup ids differ (%s, %s): the re-labelled replay would be delivered", msgs[0].DedupID, msgs[1].DedupID)
 	}
 	if n := strings.Count(logs.String(), "X-Buildkite-Event differs"); n != 1 {
 		t.Errorf("%d mismatch warnings, want 1:\n%s", n, logs.String())
@@ -356,7 +331,7 @@ func assertNoSecrets(t *testing.T, what string, b []byte) {
 func TestLogsHoldNoSecrets(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	pub := &memPublisher{}
+	pub := &testutil.Publisher[queue.Message]{}
 	var emf bytes.Buffer
 	cfg := Config{MaxBodyBytes: 1 << 20, Auth: buildkite.Authenticator{MaxAge: 5 * time.Minute, AllowToken: true, Now: func() time.Time { return fixedNow }}, Rules: incident.DefaultRules()}
 	h := New(cfg, staticTokens{v: testToken + "\n" + rotateToken}, pub, log, metrics.New(&emf, "receiver-test"))
@@ -378,7 +353,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 	// Failure paths log errors too.
-	hBad := New(cfg, staticTokens{err: errors.New("secret unavailable")}, &memPublisher{err: errors.New("queue unavailable")}, log, nil)
+	hBad := New(cfg, staticTokens{err: errors.New("secret unavailable")}, &testutil.Publisher[queue.Message]{Err: errors.New("queue unavailable")}, log, nil)
 	_, _ = hBad.Handle(context.Background(), signed(fixture(t, "build_finished_large.json"), "build.finished").event())
 
 	if logs.Len() == 0 {
@@ -401,7 +376,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 
 func TestNoTokenConfiguredLogsAtStart(t *testing.T) {
 	var logs bytes.Buffer
-	New(Config{}, nil, &memPublisher{}, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
+	New(Config{}, nil, &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
 	if !strings.Contains(logs.String(), "no webhook token configured") {
 		t.Errorf("no start-up line for the missing token: %q", logs.String())
 	}
@@ -421,7 +396,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add("POST", "", buildkite.Sign(testToken, fixedNow, huge), "", "application/json", huge, false)
 	f.Fuzz(func(t *testing.T, method, event, sig, token, ct string, body []byte, b64 bool) {
 		var logs bytes.Buffer
-		pub := &memPublisher{}
+		pub := &testutil.Publisher[queue.Message]{}
 		h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)),
 			func(c *Config) { c.Rules.Branches = []string{"*"} })
 		r := req{method: method, headers: map[string]string{
@@ -450,7 +425,7 @@ func FuzzHandler(f *testing.F) {
 				t.Fatalf("address in a log line: %.200s", line)
 			}
 		}
-		for _, m := range pub.all() {
+		for _, m := range pub.Messages() {
 			if bytes.Contains(m.Body, []byte("jane@example.com")) {
 				t.Fatalf("address in a queued message: %.200s", m.Body)
 			}
@@ -554,13 +529,13 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := LoadConfig(config.NewReader(config.Map(tc.env)))
-			pub := &memPublisher{}
+			pub := &testutil.Publisher[queue.Message]{}
 			h := newHandler(t, staticTokens{v: testToken}, pub, nil, func(c *Config) { c.Rules = cfg.Rules })
 			var seen []string
 			h.Observe(func(p *buildkite.Payload) { seen = append(seen, p.Event+" "+p.Build.Branch) })
 			resp, _ := h.Handle(context.Background(), signed(body, "").event())
-			if resp.StatusCode != tc.status || pub.count() != map[bool]int{true: 1, false: 0}[tc.status == http.StatusOK] {
-				t.Errorf("status %d (%s), %d queued; want %d", resp.StatusCode, resp.Body, pub.count(), tc.status)
+			if resp.StatusCode != tc.status || pub.Len() != map[bool]int{true: 1, false: 0}[tc.status == http.StatusOK] {
+				t.Errorf("status %d (%s), %d queued; want %d", resp.StatusCode, resp.Body, pub.Len(), tc.status)
 			}
 			if len(seen) != 1 || seen[0] != "build.finished release" {
 				t.Errorf("observer saw %q, want the one webhook", seen)
@@ -574,7 +549,7 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 // durations in milliseconds; and the first invocation counts a ColdStart.
 func TestLogKeysAndColdStart(t *testing.T) {
 	var logs, emf bytes.Buffer
-	h := newHandler(t, staticTokens{v: testToken}, &memPublisher{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	h := newHandler(t, staticTokens{v: testToken}, &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	h.metrics = metrics.New(&emf, "receiver-test")
 	body := fixture(t, "build_finished_failed.json")
 	for _, id := range []string{"inv-1", "inv-2"} {
