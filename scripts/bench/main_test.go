@@ -18,6 +18,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
 )
 
 // -smoke runs every measurement at a tiny size (builds, bootstraps,
@@ -496,13 +497,13 @@ func TestStateCallsSmall(t *testing.T) {
 		t.Skip("starts the whole local stack and moto_server")
 	}
 	m, err := startMoto(context.Background())
-	if errors.Is(err, errMotoAbsent) && os.Getenv("REQUIRE_MOTO") != "1" {
+	if errors.Is(err, moto.ErrAbsent) && os.Getenv("REQUIRE_MOTO") != "1" {
 		t.Skip(err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.stop()
+	defer m.Stop()
 	o := options{webhooks: 2 * groups, senders: 4, pollers: 2, e2eTimeout: 60 * time.Second}
 	before, wasSet := os.LookupEnv("AWS_ENDPOINT_URL_DYNAMODB")
 	var res Results

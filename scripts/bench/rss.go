@@ -112,7 +112,7 @@ func receiverRSS(ctx context.Context, root, bin string, moto *motoServer, n int,
 	if err != nil {
 		return err
 	}
-	env := append(awsEnv(), "AWS_LAMBDA_FUNCTION_NAME=receiver", "AWS_ENDPOINT_URL_SQS="+moto.url,
+	env := append(awsEnv(), "AWS_LAMBDA_FUNCTION_NAME=receiver", "AWS_ENDPOINT_URL_SQS="+moto.URL,
 		"QUEUE_URL="+queueURL, "BUILDKITE_WEBHOOK_TOKEN="+benchWebhookToken)
 	l, err := startLambda(ctx, bin, env, receiverTimeout)
 	if err != nil {
