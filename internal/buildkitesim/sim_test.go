@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -407,10 +406,7 @@ func TestTap(t *testing.T) {
 // POST /_sim/webhooks teaches the simulator a build no webhook announced.
 func TestRecordRoute(t *testing.T) {
 	_, ts := newSim(t)
-	body, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", "build_finished_passed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := testutil.Fixture(t, "build_finished_passed.json")
 	for _, c := range []struct {
 		name, auth, body string
 		code             int

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -96,14 +95,7 @@ func start(t *testing.T, env map[string]string, token string, tune ...func(*Opti
 // a scenario can play a sequence of builds.
 func payload(t *testing.T, fixture string, number int, state, branch string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", fixture))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
+	m := fixtureMap(t, fixture)
 	if build, ok := m["build"].(map[string]any); ok && number > 0 {
 		build["number"] = number
 		build["state"] = state
@@ -213,7 +205,7 @@ func scenario(t *testing.T, h *harness) {
 		}{
 			{"build_finished_blocked.json", "", 202}, {"build_scheduled.json", "", 202}, {"ping.json", "ping", 200},
 		} {
-			b, _ := os.ReadFile(filepath.Join("..", "buildkite", "testdata", c.file))
+			b := testutil.Fixture(t, c.file)
 			if code, body := h.send(b, c.event); code != c.code {
 				t.Errorf("%s: %d %s, want %d", c.file, code, body, c.code)
 			}

@@ -37,16 +37,6 @@ const (
 
 var fixedNow = time.Date(2024, 8, 5, 12, 0, 5, 0, time.UTC)
 
-// fixture reads a real Buildkite payload kept with the parser.
-func fixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 type staticTokens struct {
 	v   string
 	err error
@@ -105,8 +95,8 @@ func signed(body []byte, event string, extra ...string) req {
 }
 
 func TestHandlerRows(t *testing.T) {
-	failed := fixture(t, "build_finished_failed.json")
-	passed := fixture(t, "build_finished_passed.json")
+	failed := testutil.Fixture(t, "build_finished_failed.json")
+	passed := testutil.Fixture(t, "build_finished_passed.json")
 	large := bytes.Repeat([]byte("x"), 2<<20)
 	ts := fixedNow.Unix()
 
@@ -132,12 +122,12 @@ func TestHandlerRows(t *testing.T) {
 			r.b64 = true
 			return r
 		}(), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
-		{name: "ping", req: signed(fixture(t, "ping.json"), "ping"), wantStatus: 200, wantBody: `{"status":"pong"}`},
-		{name: "ignored scheduled", req: signed(fixture(t, "build_scheduled.json"), "build.scheduled"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"event type never changes an incident"}`},
-		{name: "ignored blocked", req: signed(fixture(t, "build_finished_blocked.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"build is blocked, not finished"}`},
-		{name: "ignored other branch", req: signed(fixture(t, "build_finished_feature_branch.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"branch not in ALERT_BRANCHES"}`},
-		{name: "ignored job when job incidents off", req: signed(fixture(t, "job_finished_failed.json"), "job.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"job incidents are off (JOB_INCIDENTS)"}`},
-		{name: "job queued when job incidents on", req: signed(fixture(t, "job_finished_failed.json"), "job.finished"), mutate: func(c *Config) { c.Rules.JobIncidents = true }, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
+		{name: "ping", req: signed(testutil.Fixture(t, "ping.json"), "ping"), wantStatus: 200, wantBody: `{"status":"pong"}`},
+		{name: "ignored scheduled", req: signed(testutil.Fixture(t, "build_scheduled.json"), "build.scheduled"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"event type never changes an incident"}`},
+		{name: "ignored blocked", req: signed(testutil.Fixture(t, "build_finished_blocked.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"build is blocked, not finished"}`},
+		{name: "ignored other branch", req: signed(testutil.Fixture(t, "build_finished_feature_branch.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"branch not in ALERT_BRANCHES"}`},
+		{name: "ignored job when job incidents off", req: signed(testutil.Fixture(t, "job_finished_failed.json"), "job.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"job incidents are off (JOB_INCIDENTS)"}`},
+		{name: "job queued when job incidents on", req: signed(testutil.Fixture(t, "job_finished_failed.json"), "job.finished"), mutate: func(c *Config) { c.Rules.JobIncidents = true }, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 
 		// 401: one body for every class.
 		{name: "401 wrong token", req: req{headers: map[string]string{"x-buildkite-token": "nope"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
@@ -214,7 +204,7 @@ type nilTokens struct{}
 func (nilTokens) Get(context.Context) (string, error) { return "", nil }
 
 func TestQueuedMessage(t *testing.T) {
-	body := fixture(t, "build_finished_large.json")
+	body := testutil.Fixture(t, "build_finished_large.json")
 	pub := &testutil.Publisher[queue.Message]{}
 	h := newHandler(t, staticTokens{v: testToken}, pub, nil)
 	r := signed(body, "build.finished", "x-buildkite-request", "bk-req-42")
@@ -263,7 +253,7 @@ func TestQueuedMessage(t *testing.T) {
 // replayed with another event header keeps the body's meaning, and so its
 // deduplication id, so SQS drops the replay.
 func TestSignedBodyNamesTheEvent(t *testing.T) {
-	body := fixture(t, "build_finished_passed.json")
+	body := testutil.Fixture(t, "build_finished_passed.json")
 	var logs bytes.Buffer
 	pub := &testutil.Publisher[queue.Message]{}
 	h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -354,7 +344,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	// Failure paths log errors too.
 	hBad := New(cfg, staticTokens{err: errors.New("secret unavailable")}, &testutil.Publisher[queue.Message]{Err: errors.New("queue unavailable")}, log, nil)
-	_, _ = hBad.Handle(context.Background(), signed(fixture(t, "build_finished_large.json"), "build.finished").event())
+	_, _ = hBad.Handle(context.Background(), signed(testutil.Fixture(t, "build_finished_large.json"), "build.finished").event())
 
 	if logs.Len() == 0 {
 		t.Fatal("no logs captured")
@@ -474,7 +464,7 @@ func carriesMAC(header string, body []byte) bool {
 }
 
 func BenchmarkReceiver(b *testing.B) {
-	body := fixture(b, "build_finished_large.json")
+	body := testutil.Fixture(b, "build_finished_large.json")
 	h := newHandler(b, staticTokens{v: testToken}, discardPublisher{}, slog.New(slog.NewJSONHandler(discard{}, nil)))
 	ev := signed(body, "build.finished").event()
 	ctx := context.Background()
@@ -516,7 +506,7 @@ func TestIsJSON(t *testing.T) {
 // none, the receiver drops it as before. The observer sees every
 // authenticated webhook, dropped or not.
 func TestTriggeredBuildsWithTheAPI(t *testing.T) {
-	body := fixture(t, "build_finished_passed_triggered.json")
+	body := testutil.Fixture(t, "build_finished_passed_triggered.json")
 	body = bytes.Replace(body, []byte(`"branch": "main"`), []byte(`"branch": "release"`), 1)
 	for _, tc := range []struct {
 		name   string
@@ -551,7 +541,7 @@ func TestLogKeysAndColdStart(t *testing.T) {
 	var logs, emf bytes.Buffer
 	h := newHandler(t, staticTokens{v: testToken}, &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	h.metrics = metrics.New(&emf, "receiver-test")
-	body := fixture(t, "build_finished_failed.json")
+	body := testutil.Fixture(t, "build_finished_failed.json")
 	for _, id := range []string{"inv-1", "inv-2"} {
 		ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: id})
 		ctx = context.WithValue(ctx, "x-amzn-trace-id", "Root=1-66b0bf61-36613364306331652d356238;Sampled=0")

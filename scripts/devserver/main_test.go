@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 // The real binary, started as `make dev` starts it: it prints the ready
@@ -63,10 +64,7 @@ func TestDevServerBinary(t *testing.T) {
 		t.Errorf("start-up lines differ from the README's Quick start:\ngot:\n%s\nREADME:\n%s", got, want)
 	}
 
-	body, err := os.ReadFile(filepath.Join("..", "..", "internal", "buildkite", "testdata", "build_finished_failed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := testutil.Fixture(t, "build_finished_failed.json")
 	req, _ := http.NewRequest("POST", receiverURL, bytes.NewReader(body))
 	req.Header.Set("X-Buildkite-Signature", buildkite.Sign("local-webhook-token", time.Now(), body))
 	resp, err := http.DefaultClient.Do(req)
