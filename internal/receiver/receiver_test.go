@@ -37,13 +37,6 @@ const (
 
 var fixedNow = time.Date(2024, 8, 5, 12, 0, 5, 0, time.UTC)
 
-type staticTokens struct {
-	v   string
-	err error
-}
-
-func (s staticTokens) Get(context.Context) (string, error) { return s.v, s.err }
-
 func newHandler(t testing.TB, tokens TokenSource, pub queue.Publisher, log *slog.Logger, mutate ...func(*Config)) *Handler {
 	t.Helper()
 	cfg := Config{
@@ -113,7 +106,7 @@ func TestHandlerRows(t *testing.T) {
 		{name: "queued signed failed", req: signed(failed, "build.finished"), wantStatus: 200, wantBody: `{"status":"queued","id":"msg-1"}`, wantQueued: 1},
 		{name: "queued signed passed", req: signed(passed, "build.finished"), wantStatus: 200, wantBody: `{"status":"queued","id":"msg-1"}`, wantQueued: 1},
 		{name: "queued token header", req: req{headers: map[string]string{"x-buildkite-token": testToken, "x-buildkite-event": "build.finished"}, body: string(failed)}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
-		{name: "queued with rotation token", req: req{headers: map[string]string{"x-buildkite-token": rotateToken}, body: string(failed)}, tokens: staticTokens{v: testToken + "\n" + rotateToken + "\n"}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
+		{name: "queued with rotation token", req: req{headers: map[string]string{"x-buildkite-token": rotateToken}, body: string(failed)}, tokens: testutil.Token(testToken + "\n" + rotateToken + "\n"), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued event from body only", req: signed(failed, ""), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued mixed-case header names", req: req{headers: map[string]string{"X-Buildkite-Token": testToken, "Content-Type": "application/json; charset=utf-8"}, body: string(failed)}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued base64 body", req: func() req {
@@ -155,12 +148,12 @@ func TestHandlerRows(t *testing.T) {
 		{name: "400 JSON array", req: signed([]byte("[1,2]"), "build.finished"), wantStatus: 400, wantBody: bodyBadJSON},
 		{name: "400 no event", req: signed([]byte(`{"build":{"id":"x"}}`), ""), wantStatus: 400, wantBody: bodyNoEvent},
 		{name: "400 bad base64", req: req{headers: map[string]string{"x-buildkite-token": testToken}, body: "%%%not-base64", b64: true}, wantStatus: 400, wantBody: bodyBadBase64},
-		{name: "503 secret unavailable", req: signed(failed, "build.finished"), tokens: staticTokens{err: errors.New("secret unavailable: boom")}, wantStatus: 503, wantBody: bodyUnavailable},
+		{name: "503 secret unavailable", req: signed(failed, "build.finished"), tokens: testutil.TokenError{Err: errors.New("secret unavailable: boom")}, wantStatus: 503, wantBody: bodyUnavailable},
 		{name: "503 queue unavailable", req: signed(failed, "build.finished"), pubErr: errors.New("queue unavailable"), wantStatus: 503, wantBody: bodyUnavailable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var tokens TokenSource = staticTokens{v: testToken}
+			var tokens TokenSource = testutil.Token(testToken)
 			if tc.tokens != nil {
 				tokens = tc.tokens
 			}
@@ -206,7 +199,7 @@ func (nilTokens) Get(context.Context) (string, error) { return "", nil }
 func TestQueuedMessage(t *testing.T) {
 	body := testutil.Fixture(t, "build_finished_large.json")
 	pub := &testutil.Publisher[queue.Message]{}
-	h := newHandler(t, staticTokens{v: testToken}, pub, nil)
+	h := newHandler(t, testutil.Token(testToken), pub, nil)
 	r := signed(body, "build.finished", "x-buildkite-request", "bk-req-42")
 	resp, _ := h.Handle(context.Background(), r.event())
 	if resp.StatusCode != 200 || pub.Len() != 1 {
@@ -238,7 +231,7 @@ func TestQueuedMessage(t *testing.T) {
 
 	// Without X-Buildkite-Request the Lambda request id is used.
 	pub2 := &testutil.Publisher[queue.Message]{}
-	h2 := newHandler(t, staticTokens{v: testToken}, pub2, nil)
+	h2 := newHandler(t, testutil.Token(testToken), pub2, nil)
 	_, _ = h2.Handle(context.Background(), signed(body, "build.finished", "x-buildkite-request", "bad id with spaces").event())
 	env2, err := queue.Decode(pub2.Messages()[0].Body)
 	if err != nil {
@@ -256,7 +249,7 @@ func TestSignedBodyNamesTheEvent(t *testing.T) {
 	body := testutil.Fixture(t, "build_finished_passed.json")
 	var logs bytes.Buffer
 	pub := &testutil.Publisher[queue.Message]{}
-	h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)))
+	h := newHandler(t, testutil.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)))
 	for _, hdr := range []string{"build.finished", "build.failing"} {
 		resp, _ := h.Handle(context.Background(), signed(body, hdr).event())
 		if resp.StatusCode != 200 {
@@ -324,7 +317,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	pub := &testutil.Publisher[queue.Message]{}
 	var emf bytes.Buffer
 	cfg := Config{MaxBodyBytes: 1 << 20, Auth: buildkite.Authenticator{MaxAge: 5 * time.Minute, AllowToken: true, Now: func() time.Time { return fixedNow }}, Rules: incident.DefaultRules()}
-	h := New(cfg, staticTokens{v: testToken + "\n" + rotateToken}, pub, log, metrics.New(&emf, "receiver-test"))
+	h := New(cfg, testutil.Token(testToken+"\n"+rotateToken), pub, log, metrics.New(&emf, "receiver-test"))
 	h.now = func() time.Time { return fixedNow }
 
 	files, _ := filepath.Glob(filepath.Join("..", "buildkite", "testdata", "*.json"))
@@ -343,7 +336,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 	// Failure paths log errors too.
-	hBad := New(cfg, staticTokens{err: errors.New("secret unavailable")}, &testutil.Publisher[queue.Message]{Err: errors.New("queue unavailable")}, log, nil)
+	hBad := New(cfg, testutil.TokenError{Err: errors.New("secret unavailable")}, &testutil.Publisher[queue.Message]{Err: errors.New("queue unavailable")}, log, nil)
 	_, _ = hBad.Handle(context.Background(), signed(testutil.Fixture(t, "build_finished_large.json"), "build.finished").event())
 
 	if logs.Len() == 0 {
@@ -387,7 +380,7 @@ func FuzzHandler(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, event, sig, token, ct string, body []byte, b64 bool) {
 		var logs bytes.Buffer
 		pub := &testutil.Publisher[queue.Message]{}
-		h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)),
+		h := newHandler(t, testutil.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)),
 			func(c *Config) { c.Rules.Branches = []string{"*"} })
 		r := req{method: method, headers: map[string]string{
 			"x-buildkite-event": event, "x-buildkite-signature": sig, "x-buildkite-token": token, "content-type": ct,
@@ -465,7 +458,7 @@ func carriesMAC(header string, body []byte) bool {
 
 func BenchmarkReceiver(b *testing.B) {
 	body := testutil.Fixture(b, "build_finished_large.json")
-	h := newHandler(b, staticTokens{v: testToken}, discardPublisher{}, slog.New(slog.NewJSONHandler(discard{}, nil)))
+	h := newHandler(b, testutil.Token(testToken), discardPublisher{}, slog.New(slog.NewJSONHandler(discard{}, nil)))
 	ev := signed(body, "build.finished").event()
 	ctx := context.Background()
 	b.SetBytes(int64(len(body)))
@@ -520,7 +513,7 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := LoadConfig(config.NewReader(config.Map(tc.env)))
 			pub := &testutil.Publisher[queue.Message]{}
-			h := newHandler(t, staticTokens{v: testToken}, pub, nil, func(c *Config) { c.Rules = cfg.Rules })
+			h := newHandler(t, testutil.Token(testToken), pub, nil, func(c *Config) { c.Rules = cfg.Rules })
 			var seen []string
 			h.Observe(func(p *buildkite.Payload) { seen = append(seen, p.Event+" "+p.Build.Branch) })
 			resp, _ := h.Handle(context.Background(), signed(body, "").event())
@@ -539,7 +532,7 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 // durations in milliseconds; and the first invocation counts a ColdStart.
 func TestLogKeysAndColdStart(t *testing.T) {
 	var logs, emf bytes.Buffer
-	h := newHandler(t, staticTokens{v: testToken}, &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	h := newHandler(t, testutil.Token(testToken), &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	h.metrics = metrics.New(&emf, "receiver-test")
 	body := testutil.Fixture(t, "build_finished_failed.json")
 	for _, id := range []string{"inv-1", "inv-2"} {

@@ -16,6 +16,13 @@ type Token string
 // Get returns the token.
 func (t Token) Get(context.Context) (string, error) { return string(t), nil }
 
+// TokenError is a token source that cannot be read (Secrets Manager down):
+// Get always fails with Err.
+type TokenError struct{ Err error }
+
+// Get returns e.Err.
+func (e TokenError) Get(context.Context) (string, error) { return "", e.Err }
+
 // Fixture is the body of a webhook fixture of internal/buildkite/testdata
 // (real Buildkite payloads, kept with the parser), from any package's tests.
 func Fixture(t testing.TB, name string) []byte {
