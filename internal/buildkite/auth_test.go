@@ -53,6 +53,35 @@ func TestVerifyKnownAnswer(t *testing.T) {
 	}
 }
 
+// TestSign checks the shared signer against the known answer and against
+// authMAC, which is written apart from it, and that Verify takes what it
+// signs (the tools and other packages' tests rely on that).
+func TestSign(t *testing.T) {
+	const h = "timestamp=1722859200,signature=4a36b653af9053a5f50b873e411bf3cb0e4dfa07784237817662925ebee5f2cb"
+	if got := Sign(authToken, authNow, []byte(authBodyText)); got != h {
+		t.Fatalf("Sign disagrees with the known answer: %s", got)
+	}
+	for _, tc := range []struct {
+		token string
+		at    time.Time
+		body  []byte
+	}{
+		{authToken2, authNow, []byte(authBodyText)},
+		{authToken, authNow.Add(1500 * time.Millisecond), []byte(authBodyText)}, // whole seconds, as Buildkite sends
+		{authToken, time.Unix(0, 0), []byte{}},
+		{authOther, authNow, []byte("\x00\xff not JSON, signed as is\n")},
+	} {
+		ts := strconv.FormatInt(tc.at.Unix(), 10)
+		want := "timestamp=" + ts + ",signature=" + authMAC(tc.token, ts, tc.body)
+		if got := Sign(tc.token, tc.at, tc.body); got != want {
+			t.Errorf("Sign(%q, %v, %q) = %s, want %s", tc.token, tc.at, tc.body, got, want)
+		}
+		if err := authAt(tc.at, false).Verify([]string{tc.token}, "", Sign(tc.token, tc.at, tc.body), tc.body); err != nil {
+			t.Errorf("Verify rejects Sign(%q, %v, %q): %v", tc.token, tc.at, tc.body, err)
+		}
+	}
+}
+
 func TestVerify(t *testing.T) {
 	body := []byte(authBodyText)
 	good := authMAC(authToken, "1722859200", body)

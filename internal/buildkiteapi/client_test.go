@@ -20,13 +20,6 @@ import (
 // token has characters a careless redaction would miss.
 const token = "bkua_T0KEN+/=secret"
 
-type staticToken struct {
-	tok string
-	err error
-}
-
-func (s staticToken) Get(context.Context) (string, error) { return s.tok, s.err }
-
 func fixture(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("testdata/" + name)
@@ -88,7 +81,7 @@ func server(t *testing.T, answers ...answer) (*httptest.Server, *atomic.Int32, c
 func newClient(t *testing.T, base string, cfg Config) (*Client, *testutil.Clock) {
 	t.Helper()
 	cfg.BaseURL = base + "/v2"
-	c, err := New(cfg, staticToken{tok: token}, nil)
+	c, err := New(cfg, testutil.Token(token), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,11 +370,11 @@ func TestTokenProblems(t *testing.T) {
 	srv, n, _ := server(t, answer{status: 200, file: "get_build.json"})
 	tests := []struct {
 		name string
-		src  staticToken
+		src  TokenSource
 		want error
 	}{
-		{"secret unavailable", staticToken{err: errors.New("secret unavailable: arn:…")}, ErrUnavailable},
-		{"empty token", staticToken{}, ErrNoToken},
+		{"secret unavailable", testutil.TokenError{Err: errors.New("secret unavailable: arn:…")}, ErrUnavailable},
+		{"empty token", testutil.Token(""), ErrNoToken},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -398,7 +391,7 @@ func TestTokenProblems(t *testing.T) {
 		t.Errorf("%d requests made without a token", n.Load())
 	}
 	t.Run("wrong token", func(t *testing.T) {
-		c, _ := New(Config{BaseURL: srv.URL + "/v2"}, staticToken{tok: "wrong-" + token}, nil)
+		c, _ := New(Config{BaseURL: srv.URL + "/v2"}, testutil.Token("wrong-"+token), nil)
 		_, err := c.Build(context.Background(), "o", "p", 1)
 		if !errors.Is(err, ErrUnauthorized) || strings.Contains(err.Error(), token) {
 			t.Errorf("err %v", err)
@@ -421,7 +414,7 @@ func TestNew(t *testing.T) {
 		{"https://api.buildkite.com/%zz" + token, "not a valid URL"},
 	}
 	for _, tc := range tests {
-		c, err := New(Config{BaseURL: tc.url}, staticToken{tok: token}, nil)
+		c, err := New(Config{BaseURL: tc.url}, testutil.Token(token), nil)
 		switch {
 		case tc.wantErr == "" && err != nil:
 			t.Errorf("%q: %v", tc.url, err)
@@ -436,7 +429,7 @@ func TestNew(t *testing.T) {
 	if _, err := New(Config{}, nil, nil); err == nil {
 		t.Error("no token source accepted")
 	}
-	if _, err := New(Config{Timeout: -1}, staticToken{}, nil); err == nil {
+	if _, err := New(Config{Timeout: -1}, testutil.Token(""), nil); err == nil {
 		t.Error("negative timeout accepted")
 	}
 }

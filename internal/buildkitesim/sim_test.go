@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -382,16 +381,9 @@ func TestRateLimitWindow(t *testing.T) {
 	}
 }
 
-type recorder struct{ msgs []queue.Message }
-
-func (r *recorder) Publish(_ context.Context, m queue.Message) (string, error) {
-	r.msgs = append(r.msgs, m)
-	return "id", nil
-}
-
 func TestTap(t *testing.T) {
 	s, ts := newSim(t)
-	rec := &recorder{}
+	rec := &testutil.Publisher[queue.Message]{}
 	pub := s.Tap(rec)
 	m, err := queue.NewMessage(webhook(t, "build_finished_failed.json"), "acme/deploy-api/main", "r", time.Now())
 	if err != nil {
@@ -403,8 +395,8 @@ func TestTap(t *testing.T) {
 	if _, err := pub.Publish(context.Background(), queue.Message{Body: []byte("not an envelope")}); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.msgs) != 2 {
-		t.Errorf("%d messages passed on", len(rec.msgs))
+	if rec.Len() != 2 {
+		t.Errorf("%d messages passed on", rec.Len())
 	}
 	if _, err := client(t, ts, buildkiteapi.Config{}).Build(context.Background(), "acme", "deploy-api", 1234); err != nil {
 		t.Errorf("the tapped webhook was not recorded: %v", err)
@@ -414,10 +406,7 @@ func TestTap(t *testing.T) {
 // POST /_sim/webhooks teaches the simulator a build no webhook announced.
 func TestRecordRoute(t *testing.T) {
 	_, ts := newSim(t)
-	body, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", "build_finished_passed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := testutil.Fixture(t, "build_finished_passed.json")
 	for _, c := range []struct {
 		name, auth, body string
 		code             int

@@ -41,6 +41,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/receiver"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 	"github.com/callgoose/buildkite-sqibs/internal/wire"
 )
 
@@ -550,9 +551,9 @@ func TestEnvFile(t *testing.T) {
 		t.Errorf("the reconciler queues to %q, the receiver to %q: want the same event queue", recon["QUEUE_URL"], rec["QUEUE_URL"])
 	}
 	// Every loader accepts the values (the functions would stop at start otherwise).
-	newReceiver(t, rec, &recorder{}, io.Discard)
+	newReceiver(t, rec, &testutil.Publisher[queue.Message]{}, io.Discard)
 	newDispatcher(t, dis, "http://127.0.0.1:1/v1/process", nil, &deadLetters{}, io.Discard)
-	newReconcilerFn(t, recon, "http://127.0.0.1:1/v2", state.NewMemory(), &recorder{}, io.Discard)
+	newReconcilerFn(t, recon, "http://127.0.0.1:1/v2", state.NewMemory(), &testutil.Publisher[queue.Message]{}, io.Discard)
 }
 
 // receiverWant is the expected answer of the receiver to one event file.
@@ -644,19 +645,6 @@ func readEvent(t *testing.T, name string, v any) {
 	}
 }
 
-// recorder is a queue.Publisher that keeps what it is given.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []queue.Message
-}
-
-func (r *recorder) Publish(_ context.Context, m queue.Message) (string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, m)
-	return fmt.Sprintf("msg-%d", len(r.msgs)), nil
-}
-
 type deadLetter struct{ id, group, body, reason string }
 
 // deadLetters is a dispatcher.DeadLetters that keeps what it is given.
@@ -727,7 +715,7 @@ func TestReceiverEvents(t *testing.T) {
 			if req.Version != "2.0" || req.RequestContext.HTTP.Method != http.MethodPost || req.Headers["x-buildkite-event"] == "" {
 				t.Fatalf("not a function URL POST with X-Buildkite-Event: %+v", req.RequestContext)
 			}
-			pub := &recorder{}
+			pub := &testutil.Publisher[queue.Message]{}
 			var logs bytes.Buffer
 			h := newReceiver(t, env, pub, &logs)
 			resp, err := h.Handle(t.Context(), req)
@@ -742,18 +730,18 @@ func TestReceiverEvents(t *testing.T) {
 				}
 			}
 			if !want.queued {
-				if len(pub.msgs) != 0 {
-					t.Errorf("queued %d messages, want none", len(pub.msgs))
+				if pub.Len() != 0 {
+					t.Errorf("queued %d messages, want none", pub.Len())
 				}
 				return
 			}
-			if len(pub.msgs) != 1 {
-				t.Fatalf("queued %d messages, want 1", len(pub.msgs))
+			if pub.Len() != 1 {
+				t.Fatalf("queued %d messages, want 1", pub.Len())
 			}
 			if id := queuedID(t, resp.Body); id != "msg-1" {
 				t.Errorf("answered id %q, want the publisher's msg-1", id)
 			}
-			m := pub.msgs[0]
+			m := pub.Messages()[0]
 			if m.GroupID != "acme/deploy-api/main" {
 				t.Errorf("group %q, want acme/deploy-api/main", m.GroupID)
 			}
@@ -788,11 +776,11 @@ func TestDispatcherRecordsAreWhatTheReceiverQueues(t *testing.T) {
 		for i, rec := range ev.Records {
 			var req events.LambdaFunctionURLRequest
 			readEvent(t, s.records[i], &req)
-			pub := &recorder{}
-			if resp, _ := newReceiver(t, env, pub, io.Discard).Handle(t.Context(), req); len(pub.msgs) != 1 {
+			pub := &testutil.Publisher[queue.Message]{}
+			if resp, _ := newReceiver(t, env, pub, io.Discard).Handle(t.Context(), req); pub.Len() != 1 {
 				t.Fatalf("%s: the receiver queued nothing: %d %s", s.records[i], resp.StatusCode, resp.Body)
 			}
-			m := pub.msgs[0]
+			m := pub.Messages()[0]
 			if got := rec.Attributes["MessageGroupId"]; got != m.GroupID {
 				t.Errorf("%s record %d: MessageGroupId %q, receiver uses %q", s.file, i, got, m.GroupID)
 			}

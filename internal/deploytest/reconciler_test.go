@@ -126,7 +126,7 @@ func TestReconcilerEvents(t *testing.T) {
 			if err := st.Put(t.Context(), &it); err != nil {
 				t.Fatal(err)
 			}
-			pub := &recorder{}
+			pub := &testutil.Publisher[queue.Message]{}
 			var logs testutil.Buffer
 			h := newReconcilerFn(t, env, srv.URL+"/v2", st, pub, &logs)
 			res, err := h.Handle(t.Context(), ev)
@@ -135,7 +135,7 @@ func TestReconcilerEvents(t *testing.T) {
 			}
 			var bodies [][]byte
 			var groups []string
-			for _, m := range pub.msgs {
+			for _, m := range pub.Messages() {
 				bodies, groups = append(bodies, m.Body), append(groups, m.GroupID)
 			}
 			reconcilerWants[s.file](t, res, envelopes(t, bodies), groups)

@@ -3,17 +3,12 @@ package devstack
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
@@ -99,14 +95,7 @@ func start(t *testing.T, env map[string]string, token string, tune ...func(*Opti
 // a scenario can play a sequence of builds.
 func payload(t *testing.T, fixture string, number int, state, branch string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", fixture))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
+	m := fixtureMap(t, fixture)
 	if build, ok := m["build"].(map[string]any); ok && number > 0 {
 		build["number"] = number
 		build["state"] = state
@@ -124,11 +113,7 @@ func (h *harness) send(body []byte, event string) (int, string) {
 	if event != "" {
 		req.Header.Set("X-Buildkite-Event", event)
 	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(h.token))
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	req.Header.Set("X-Buildkite-Signature", "timestamp="+ts+",signature="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Buildkite-Signature", buildkite.Sign(h.token, time.Now(), body))
 	resp, err := h.client.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
@@ -220,7 +205,7 @@ func scenario(t *testing.T, h *harness) {
 		}{
 			{"build_finished_blocked.json", "", 202}, {"build_scheduled.json", "", 202}, {"ping.json", "ping", 200},
 		} {
-			b, _ := os.ReadFile(filepath.Join("..", "buildkite", "testdata", c.file))
+			b := testutil.Fixture(t, c.file)
 			if code, body := h.send(b, c.event); code != c.code {
 				t.Errorf("%s: %d %s, want %d", c.file, code, body, c.code)
 			}

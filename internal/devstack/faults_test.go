@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 // The fault-injection run. `make test` runs it with the defaults below, in
@@ -92,11 +92,7 @@ func faultPlan(t *testing.T, seed uint64, pipelines, builds int) ([]*fgroup, []*
 	rng := rand.New(rand.NewPCG(seed, 1))
 	tmpl := map[bool][]byte{}
 	for failed, file := range map[bool]string{true: "build_finished_failed.json", false: "build_finished_passed.json"} {
-		b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl[failed] = b
+		tmpl[failed] = testutil.Fixture(t, file)
 	}
 	var groups []*fgroup
 	for p := range pipelines {

@@ -3,9 +3,6 @@ package devstack
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,12 +10,12 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
@@ -286,13 +283,9 @@ func PostWebhook(c *http.Client, url, token string, body []byte) (string, error)
 	if err != nil {
 		return "", err
 	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(token))
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Buildkite-Event", "build.finished")
-	req.Header.Set("X-Buildkite-Signature", "timestamp="+ts+",signature="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Buildkite-Signature", buildkite.Sign(token, time.Now(), body))
 	resp, err := c.Do(req)
 	if err != nil {
 		return "", err

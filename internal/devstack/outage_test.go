@@ -2,8 +2,6 @@ package devstack
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,10 +15,7 @@ import (
 // after the recovery. (make bench times the same drill with 10 minutes:
 // recovery_drain_s.)
 func TestOutage(t *testing.T) {
-	fixture, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", "build_finished_failed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fixture := testutil.Fixture(t, "build_finished_failed.json")
 	logs := &testutil.Buffer{}
 	res, err := RunOutage(context.Background(), OutageOptions{Fixture: fixture, Incidents: 12, Outage: 5 * time.Minute, Stderr: logs})
 	if err != nil {

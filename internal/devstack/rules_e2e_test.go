@@ -2,26 +2,21 @@ package devstack
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 // fixtureMap is a fixture from internal/buildkite/testdata as a map, to be
 // changed field by field.
 func fixtureMap(t *testing.T, name string) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
+	if err := json.Unmarshal(testutil.Fixture(t, name), &m); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -61,11 +56,7 @@ func (b *bodies) list() []string {
 func TestEndToEndQuickStart(t *testing.T) {
 	h := start(t, nil, "local-webhook-token")
 	for _, f := range []string{"build_finished_failed.json", "build_finished_passed.json"} {
-		b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.mustQueue(b)
+		h.mustQueue(testutil.Fixture(t, f))
 	}
 	h.wait("the incident opened and resolved", func(s *sqibssim.Server) bool {
 		in := s.Incidents()

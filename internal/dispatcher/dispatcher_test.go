@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,14 +33,7 @@ var t0 = time.Date(2024, 8, 5, 12, 0, 3, 0, time.UTC)
 // record builds an SQS record carrying the envelope of a fixture.
 func record(t testing.TB, id, fixture string, mutate func(*buildkite.Payload)) events.SQSMessage {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", fixture))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := buildkite.Parse(b, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testutil.Webhook(t, fixture)
 	if mutate != nil {
 		mutate(p)
 	}

@@ -111,25 +111,6 @@ func (r Rules) mapDecided(p *buildkite.Payload, received time.Time, d Decision) 
 	return Payload{Event: e}, d, true
 }
 
-// orgOrDefault is the org slug of DESIGN §5: from the URLs, else buildkite.
-func orgOrDefault(p *buildkite.Payload) string {
-	if o := p.OrgSlug(); o != "" {
-		return o
-	}
-	return "buildkite"
-}
-
-// jobName names a job in its incident id and event.job: step key, else
-// name, else label.
-func jobName(j *buildkite.Job) string {
-	for _, s := range []string{j.StepKey, j.Name, j.Label} {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
-}
-
 // shard names the shard of a parallelism step, " (2/4)", as Buildkite
 // labels it (from 1); "" for other jobs.
 func shard(j *buildkite.Job) string {

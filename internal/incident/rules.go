@@ -259,6 +259,17 @@ func (r Rules) classifyJob(p *buildkite.Payload, pipeline, branch string) Decisi
 	return Decision{Act: true, ID: BuildID(p, pipeline, branch) + "#" + name, Status: status, Job: true}
 }
 
+// jobName names a job in its incident id and event.job: step key, else
+// name, else label.
+func jobName(j *buildkite.Job) string {
+	for _, s := range []string{j.StepKey, j.Name, j.Label} {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
 // neverRan are the terminal job states of a job whose command never ran
 // and that no one needs to act on (Buildkite's job states:
 // https://buildkite.com/docs/pipelines/configure/defining-steps#job-states).
@@ -275,6 +286,14 @@ var neverRan = map[string]bool{
 // BuildID is the build incident id: <org>/<pipeline>/<branch>.
 func BuildID(p *buildkite.Payload, pipeline, branch string) string {
 	return orgOrDefault(p) + "/" + pipeline + "/" + branch
+}
+
+// orgOrDefault is the org slug of DESIGN §5: from the URLs, else buildkite.
+func orgOrDefault(p *buildkite.Payload) string {
+	if o := p.OrgSlug(); o != "" {
+		return o
+	}
+	return "buildkite"
 }
 
 func defaultBranch(p *buildkite.Payload) string {

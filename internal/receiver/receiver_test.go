@@ -14,10 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 const (
@@ -37,55 +36,6 @@ const (
 )
 
 var fixedNow = time.Date(2024, 8, 5, 12, 0, 5, 0, time.UTC)
-
-// fixture reads a real Buildkite payload kept with the parser.
-func fixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "buildkite", "testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-type staticTokens struct {
-	v   string
-	err error
-}
-
-func (s staticTokens) Get(context.Context) (string, error) { return s.v, s.err }
-
-// memPublisher records what would be queued.
-type memPublisher struct {
-	mu   sync.Mutex
-	msgs []queue.Message
-	err  error
-}
-
-func (m *memPublisher) Publish(_ context.Context, msg queue.Message) (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.err != nil {
-		return "", m.err
-	}
-	m.msgs = append(m.msgs, msg)
-	return fmt.Sprintf("msg-%d", len(m.msgs)), nil
-}
-
-func (m *memPublisher) count() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.msgs) }
-
-func (m *memPublisher) all() []queue.Message {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.msgs)
-}
-
-func sign(token string, ts int64, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(token))
-	fmt.Fprintf(mac, "%d.", ts)
-	mac.Write(body)
-	return fmt.Sprintf("timestamp=%d,signature=%s", ts, hex.EncodeToString(mac.Sum(nil)))
-}
 
 func newHandler(t testing.TB, tokens TokenSource, pub queue.Publisher, log *slog.Logger, mutate ...func(*Config)) *Handler {
 	t.Helper()
@@ -126,7 +76,7 @@ func (r req) event() events.LambdaFunctionURLRequest {
 func signed(body []byte, event string, extra ...string) req {
 	h := map[string]string{
 		"content-type":          "application/json",
-		"x-buildkite-signature": sign(testToken, fixedNow.Unix(), body),
+		"x-buildkite-signature": buildkite.Sign(testToken, fixedNow, body),
 	}
 	if event != "" {
 		h["x-buildkite-event"] = event
@@ -138,8 +88,8 @@ func signed(body []byte, event string, extra ...string) req {
 }
 
 func TestHandlerRows(t *testing.T) {
-	failed := fixture(t, "build_finished_failed.json")
-	passed := fixture(t, "build_finished_passed.json")
+	failed := testutil.Fixture(t, "build_finished_failed.json")
+	passed := testutil.Fixture(t, "build_finished_passed.json")
 	large := bytes.Repeat([]byte("x"), 2<<20)
 	ts := fixedNow.Unix()
 
@@ -156,7 +106,7 @@ func TestHandlerRows(t *testing.T) {
 		{name: "queued signed failed", req: signed(failed, "build.finished"), wantStatus: 200, wantBody: `{"status":"queued","id":"msg-1"}`, wantQueued: 1},
 		{name: "queued signed passed", req: signed(passed, "build.finished"), wantStatus: 200, wantBody: `{"status":"queued","id":"msg-1"}`, wantQueued: 1},
 		{name: "queued token header", req: req{headers: map[string]string{"x-buildkite-token": testToken, "x-buildkite-event": "build.finished"}, body: string(failed)}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
-		{name: "queued with rotation token", req: req{headers: map[string]string{"x-buildkite-token": rotateToken}, body: string(failed)}, tokens: staticTokens{v: testToken + "\n" + rotateToken + "\n"}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
+		{name: "queued with rotation token", req: req{headers: map[string]string{"x-buildkite-token": rotateToken}, body: string(failed)}, tokens: testutil.Token(testToken + "\n" + rotateToken + "\n"), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued event from body only", req: signed(failed, ""), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued mixed-case header names", req: req{headers: map[string]string{"X-Buildkite-Token": testToken, "Content-Type": "application/json; charset=utf-8"}, body: string(failed)}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued base64 body", req: func() req {
@@ -165,18 +115,18 @@ func TestHandlerRows(t *testing.T) {
 			r.b64 = true
 			return r
 		}(), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
-		{name: "ping", req: signed(fixture(t, "ping.json"), "ping"), wantStatus: 200, wantBody: `{"status":"pong"}`},
-		{name: "ignored scheduled", req: signed(fixture(t, "build_scheduled.json"), "build.scheduled"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"event type never changes an incident"}`},
-		{name: "ignored blocked", req: signed(fixture(t, "build_finished_blocked.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"build is blocked, not finished"}`},
-		{name: "ignored other branch", req: signed(fixture(t, "build_finished_feature_branch.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"branch not in ALERT_BRANCHES"}`},
-		{name: "ignored job when job incidents off", req: signed(fixture(t, "job_finished_failed.json"), "job.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"job incidents are off (JOB_INCIDENTS)"}`},
-		{name: "job queued when job incidents on", req: signed(fixture(t, "job_finished_failed.json"), "job.finished"), mutate: func(c *Config) { c.Rules.JobIncidents = true }, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
+		{name: "ping", req: signed(testutil.Fixture(t, "ping.json"), "ping"), wantStatus: 200, wantBody: `{"status":"pong"}`},
+		{name: "ignored scheduled", req: signed(testutil.Fixture(t, "build_scheduled.json"), "build.scheduled"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"event type never changes an incident"}`},
+		{name: "ignored blocked", req: signed(testutil.Fixture(t, "build_finished_blocked.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"build is blocked, not finished"}`},
+		{name: "ignored other branch", req: signed(testutil.Fixture(t, "build_finished_feature_branch.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"branch not in ALERT_BRANCHES"}`},
+		{name: "ignored job when job incidents off", req: signed(testutil.Fixture(t, "job_finished_failed.json"), "job.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"job incidents are off (JOB_INCIDENTS)"}`},
+		{name: "job queued when job incidents on", req: signed(testutil.Fixture(t, "job_finished_failed.json"), "job.finished"), mutate: func(c *Config) { c.Rules.JobIncidents = true }, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 
 		// 401: one body for every class.
 		{name: "401 wrong token", req: req{headers: map[string]string{"x-buildkite-token": "nope"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
-		{name: "401 wrong key", req: req{headers: map[string]string{"x-buildkite-signature": sign("other-key", ts, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
-		{name: "401 stale", req: req{headers: map[string]string{"x-buildkite-signature": sign(testToken, ts-301, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
-		{name: "401 future", req: req{headers: map[string]string{"x-buildkite-signature": sign(testToken, ts+301, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
+		{name: "401 wrong key", req: req{headers: map[string]string{"x-buildkite-signature": buildkite.Sign("other-key", fixedNow, failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
+		{name: "401 stale", req: req{headers: map[string]string{"x-buildkite-signature": buildkite.Sign(testToken, fixedNow.Add(-301*time.Second), failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
+		{name: "401 future", req: req{headers: map[string]string{"x-buildkite-signature": buildkite.Sign(testToken, fixedNow.Add(301*time.Second), failed)}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
 		{name: "401 missing", req: req{headers: map[string]string{"x-buildkite-event": "build.finished"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
 		{name: "401 malformed a,b", req: req{headers: map[string]string{"x-buildkite-signature": "a,b"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
 		{name: "401 malformed invalid", req: req{headers: map[string]string{"x-buildkite-signature": "invalid"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
@@ -198,19 +148,19 @@ func TestHandlerRows(t *testing.T) {
 		{name: "400 JSON array", req: signed([]byte("[1,2]"), "build.finished"), wantStatus: 400, wantBody: bodyBadJSON},
 		{name: "400 no event", req: signed([]byte(`{"build":{"id":"x"}}`), ""), wantStatus: 400, wantBody: bodyNoEvent},
 		{name: "400 bad base64", req: req{headers: map[string]string{"x-buildkite-token": testToken}, body: "%%%not-base64", b64: true}, wantStatus: 400, wantBody: bodyBadBase64},
-		{name: "503 secret unavailable", req: signed(failed, "build.finished"), tokens: staticTokens{err: errors.New("secret unavailable: boom")}, wantStatus: 503, wantBody: bodyUnavailable},
+		{name: "503 secret unavailable", req: signed(failed, "build.finished"), tokens: testutil.TokenError{Err: errors.New("secret unavailable: boom")}, wantStatus: 503, wantBody: bodyUnavailable},
 		{name: "503 queue unavailable", req: signed(failed, "build.finished"), pubErr: errors.New("queue unavailable"), wantStatus: 503, wantBody: bodyUnavailable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var tokens TokenSource = staticTokens{v: testToken}
+			var tokens TokenSource = testutil.Token(testToken)
 			if tc.tokens != nil {
 				tokens = tc.tokens
 			}
 			if _, ok := tokens.(nilTokens); ok {
 				tokens = nil
 			}
-			pub := &memPublisher{err: tc.pubErr}
+			pub := &testutil.Publisher[queue.Message]{Err: tc.pubErr}
 			var mut []func(*Config)
 			if tc.mutate != nil {
 				mut = append(mut, tc.mutate)
@@ -235,7 +185,7 @@ func TestHandlerRows(t *testing.T) {
 			if tc.wantStatus == 405 && resp.Headers["allow"] != "POST" {
 				t.Errorf("405 without Allow: POST: %v", resp.Headers)
 			}
-			if got := pub.count(); got != tc.wantQueued {
+			if got := pub.Len(); got != tc.wantQueued {
 				t.Errorf("queued %d messages, want %d", got, tc.wantQueued)
 			}
 		})
@@ -247,15 +197,15 @@ type nilTokens struct{}
 func (nilTokens) Get(context.Context) (string, error) { return "", nil }
 
 func TestQueuedMessage(t *testing.T) {
-	body := fixture(t, "build_finished_large.json")
-	pub := &memPublisher{}
-	h := newHandler(t, staticTokens{v: testToken}, pub, nil)
+	body := testutil.Fixture(t, "build_finished_large.json")
+	pub := &testutil.Publisher[queue.Message]{}
+	h := newHandler(t, testutil.Token(testToken), pub, nil)
 	r := signed(body, "build.finished", "x-buildkite-request", "bk-req-42")
 	resp, _ := h.Handle(context.Background(), r.event())
-	if resp.StatusCode != 200 || len(pub.msgs) != 1 {
-		t.Fatalf("status %d, %d messages", resp.StatusCode, len(pub.msgs))
+	if resp.StatusCode != 200 || pub.Len() != 1 {
+		t.Fatalf("status %d, %d messages", resp.StatusCode, pub.Len())
 	}
-	m := pub.msgs[0]
+	m := pub.Messages()[0]
 	if m.GroupID != "acme/deploy-api/main" {
 		t.Errorf("group id = %q", m.GroupID)
 	}
@@ -280,10 +230,10 @@ func TestQueuedMessage(t *testing.T) {
 	}
 
 	// Without X-Buildkite-Request the Lambda request id is used.
-	pub2 := &memPublisher{}
-	h2 := newHandler(t, staticTokens{v: testToken}, pub2, nil)
+	pub2 := &testutil.Publisher[queue.Message]{}
+	h2 := newHandler(t, testutil.Token(testToken), pub2, nil)
 	_, _ = h2.Handle(context.Background(), signed(body, "build.finished", "x-buildkite-request", "bad id with spaces").event())
-	env2, err := queue.Decode(pub2.msgs[0].Body)
+	env2, err := queue.Decode(pub2.Messages()[0].Body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,20 +246,21 @@ func TestQueuedMessage(t *testing.T) {
 // replayed with another event header keeps the body's meaning, and so its
 // deduplication id, so SQS drops the replay.
 func TestSignedBodyNamesTheEvent(t *testing.T) {
-	body := fixture(t, "build_finished_passed.json")
+	body := testutil.Fixture(t, "build_finished_passed.json")
 	var logs bytes.Buffer
-	pub := &memPublisher{}
-	h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)))
+	pub := &testutil.Publisher[queue.Message]{}
+	h := newHandler(t, testutil.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)))
 	for _, hdr := range []string{"build.finished", "build.failing"} {
 		resp, _ := h.Handle(context.Background(), signed(body, hdr).event())
 		if resp.StatusCode != 200 {
 			t.Fatalf("header %s: status %d %s", hdr, resp.StatusCode, resp.Body)
 		}
 	}
-	if len(pub.msgs) != 2 {
-		t.Fatalf("%d messages, want 2", len(pub.msgs))
+	msgs := pub.Messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages, want 2", len(msgs))
 	}
-	for i, m := range pub.msgs {
+	for i, m := range msgs {
 		env, err := queue.Decode(m.Body)
 		if err != nil {
 			t.Fatal(err)
@@ -318,8 +269,8 @@ func TestSignedBodyNamesTheEvent(t *testing.T) {
 			t.Errorf("message %d: event %q, want the body's build.finished", i, env.Event)
 		}
 	}
-	if pub.msgs[0].DedupID != pub.msgs[1].DedupID {
-		t.Errorf("dedup ids differ (%s, %s): the re-labelled replay would be delivered", pub.msgs[0].DedupID, pub.msgs[1].DedupID)
+	if msgs[0].DedupID != msgs[1].DedupID {
+		t.Errorf("dedup ids differ (%s, %s): the re-labelled replay would be delivered", msgs[0].DedupID, msgs[1].DedupID)
 	}
 	if n := strings.Count(logs.String(), "X-Buildkite-Event differs"); n != 1 {
 		t.Errorf("%d mismatch warnings, want 1:\n%s", n, logs.String())
@@ -363,10 +314,10 @@ func assertNoSecrets(t *testing.T, what string, b []byte) {
 func TestLogsHoldNoSecrets(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	pub := &memPublisher{}
+	pub := &testutil.Publisher[queue.Message]{}
 	var emf bytes.Buffer
 	cfg := Config{MaxBodyBytes: 1 << 20, Auth: buildkite.Authenticator{MaxAge: 5 * time.Minute, AllowToken: true, Now: func() time.Time { return fixedNow }}, Rules: incident.DefaultRules()}
-	h := New(cfg, staticTokens{v: testToken + "\n" + rotateToken}, pub, log, metrics.New(&emf, "receiver-test"))
+	h := New(cfg, testutil.Token(testToken+"\n"+rotateToken), pub, log, metrics.New(&emf, "receiver-test"))
 	h.now = func() time.Time { return fixedNow }
 
 	files, _ := filepath.Glob(filepath.Join("..", "buildkite", "testdata", "*.json"))
@@ -385,8 +336,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 	// Failure paths log errors too.
-	hBad := New(cfg, staticTokens{err: errors.New("secret unavailable")}, &memPublisher{err: errors.New("queue unavailable")}, log, nil)
-	_, _ = hBad.Handle(context.Background(), signed(fixture(t, "build_finished_large.json"), "build.finished").event())
+	hBad := New(cfg, testutil.TokenError{Err: errors.New("secret unavailable")}, &testutil.Publisher[queue.Message]{Err: errors.New("queue unavailable")}, log, nil)
+	_, _ = hBad.Handle(context.Background(), signed(testutil.Fixture(t, "build_finished_large.json"), "build.finished").event())
 
 	if logs.Len() == 0 {
 		t.Fatal("no logs captured")
@@ -408,7 +359,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 
 func TestNoTokenConfiguredLogsAtStart(t *testing.T) {
 	var logs bytes.Buffer
-	New(Config{}, nil, &memPublisher{}, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
+	New(Config{}, nil, &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
 	if !strings.Contains(logs.String(), "no webhook token configured") {
 		t.Errorf("no start-up line for the missing token: %q", logs.String())
 	}
@@ -418,18 +369,18 @@ func FuzzHandler(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join("..", "buildkite", "testdata", "*.json"))
 	for _, name := range files {
 		b, _ := os.ReadFile(name)
-		f.Add("POST", "build.finished", sign(testToken, fixedNow.Unix(), b), "", "application/json", b, false)
+		f.Add("POST", "build.finished", buildkite.Sign(testToken, fixedNow, b), "", "application/json", b, false)
 		f.Add("POST", "", "", testToken, "", b, false)
 	}
 	f.Add("POST", "ping", "timestamp=,signature=", "", "text/plain", []byte("{}"), true)
 	f.Add("GET", "", "a,b", "x", "", []byte(nil), false)
 	huge := []byte(`{"event":"build.finished","build":{"state":"failed","branch":"main` + strings.Repeat("ü", 100<<10) +
 		`","author":{"name":"jane@example.com","username":"jane@example.com"}},"pipeline":{"slug":"p","name":"jane@example.com"}}`)
-	f.Add("POST", "", sign(testToken, fixedNow.Unix(), huge), "", "application/json", huge, false)
+	f.Add("POST", "", buildkite.Sign(testToken, fixedNow, huge), "", "application/json", huge, false)
 	f.Fuzz(func(t *testing.T, method, event, sig, token, ct string, body []byte, b64 bool) {
 		var logs bytes.Buffer
-		pub := &memPublisher{}
-		h := newHandler(t, staticTokens{v: testToken}, pub, slog.New(slog.NewJSONHandler(&logs, nil)),
+		pub := &testutil.Publisher[queue.Message]{}
+		h := newHandler(t, testutil.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)),
 			func(c *Config) { c.Rules.Branches = []string{"*"} })
 		r := req{method: method, headers: map[string]string{
 			"x-buildkite-event": event, "x-buildkite-signature": sig, "x-buildkite-token": token, "content-type": ct,
@@ -457,7 +408,7 @@ func FuzzHandler(f *testing.F) {
 				t.Fatalf("address in a log line: %.200s", line)
 			}
 		}
-		for _, m := range pub.all() {
+		for _, m := range pub.Messages() {
 			if bytes.Contains(m.Body, []byte("jane@example.com")) {
 				t.Fatalf("address in a queued message: %.200s", m.Body)
 			}
@@ -506,8 +457,8 @@ func carriesMAC(header string, body []byte) bool {
 }
 
 func BenchmarkReceiver(b *testing.B) {
-	body := fixture(b, "build_finished_large.json")
-	h := newHandler(b, staticTokens{v: testToken}, discardPublisher{}, slog.New(slog.NewJSONHandler(discard{}, nil)))
+	body := testutil.Fixture(b, "build_finished_large.json")
+	h := newHandler(b, testutil.Token(testToken), discardPublisher{}, slog.New(slog.NewJSONHandler(discard{}, nil)))
 	ev := signed(body, "build.finished").event()
 	ctx := context.Background()
 	b.SetBytes(int64(len(body)))
@@ -548,7 +499,7 @@ func TestIsJSON(t *testing.T) {
 // none, the receiver drops it as before. The observer sees every
 // authenticated webhook, dropped or not.
 func TestTriggeredBuildsWithTheAPI(t *testing.T) {
-	body := fixture(t, "build_finished_passed_triggered.json")
+	body := testutil.Fixture(t, "build_finished_passed_triggered.json")
 	body = bytes.Replace(body, []byte(`"branch": "main"`), []byte(`"branch": "release"`), 1)
 	for _, tc := range []struct {
 		name   string
@@ -561,13 +512,13 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := LoadConfig(config.NewReader(config.Map(tc.env)))
-			pub := &memPublisher{}
-			h := newHandler(t, staticTokens{v: testToken}, pub, nil, func(c *Config) { c.Rules = cfg.Rules })
+			pub := &testutil.Publisher[queue.Message]{}
+			h := newHandler(t, testutil.Token(testToken), pub, nil, func(c *Config) { c.Rules = cfg.Rules })
 			var seen []string
 			h.Observe(func(p *buildkite.Payload) { seen = append(seen, p.Event+" "+p.Build.Branch) })
 			resp, _ := h.Handle(context.Background(), signed(body, "").event())
-			if resp.StatusCode != tc.status || pub.count() != map[bool]int{true: 1, false: 0}[tc.status == http.StatusOK] {
-				t.Errorf("status %d (%s), %d queued; want %d", resp.StatusCode, resp.Body, pub.count(), tc.status)
+			if resp.StatusCode != tc.status || pub.Len() != map[bool]int{true: 1, false: 0}[tc.status == http.StatusOK] {
+				t.Errorf("status %d (%s), %d queued; want %d", resp.StatusCode, resp.Body, pub.Len(), tc.status)
 			}
 			if len(seen) != 1 || seen[0] != "build.finished release" {
 				t.Errorf("observer saw %q, want the one webhook", seen)
@@ -581,9 +532,9 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 // durations in milliseconds; and the first invocation counts a ColdStart.
 func TestLogKeysAndColdStart(t *testing.T) {
 	var logs, emf bytes.Buffer
-	h := newHandler(t, staticTokens{v: testToken}, &memPublisher{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	h := newHandler(t, testutil.Token(testToken), &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	h.metrics = metrics.New(&emf, "receiver-test")
-	body := fixture(t, "build_finished_failed.json")
+	body := testutil.Fixture(t, "build_finished_failed.json")
 	for _, id := range []string{"inv-1", "inv-2"} {
 		ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: id})
 		ctx = context.WithValue(ctx, "x-amzn-trace-id", "Root=1-66b0bf61-36613364306331652d356238;Sampled=0")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
+	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
@@ -51,7 +52,7 @@ func TestFromState(t *testing.T) {
 		}
 	}
 	// Run checks the build incident and skips the step incident.
-	st := &stack{pub: &fakePub{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{"acme/api/release/2.x#hotfix": nil}}}
+	st := &stack{pub: &testutil.Publisher[queue.Message]{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{"acme/api/release/2.x#hotfix": nil}}}
 	s, _ := newReconciler(st, &fakeOpen{list: got}, Options{}).Run(context.Background(), "r", time.Time{})
 	if s.Skipped != 1 || s.Checked != 1 {
 		t.Errorf("summary %+v, want the step incident skipped and the build incident checked", s)
@@ -78,7 +79,7 @@ func TestLambdaHandle(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &stack{pub: &fakePub{}, builds: &fakeBuilds{errs: tc.errs, lists: map[string][]buildkiteapi.Build{
+			st := &stack{pub: &testutil.Publisher[queue.Message]{}, builds: &fakeBuilds{errs: tc.errs, lists: map[string][]buildkiteapi.Build{
 				"acme/api/main": {apiBuild(11, "failed", "main", t0.Add(time.Minute))},
 				"acme/api/dev":  {apiBuild(4, "failed", "dev", t0.Add(time.Minute))},
 			}}}

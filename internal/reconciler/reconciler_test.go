@@ -79,19 +79,6 @@ func (f *fakeBuilds) CheckOrg(_ context.Context, org string) error {
 	return f.orgs[org]
 }
 
-type fakePub struct {
-	msgs []queue.Message
-	err  error
-}
-
-func (p *fakePub) Publish(_ context.Context, m queue.Message) (string, error) {
-	if p.err != nil {
-		return "", p.err
-	}
-	p.msgs = append(p.msgs, m)
-	return fmt.Sprintf("m%d", len(p.msgs)), nil
-}
-
 // apiBuild is a build as the client returns it for acme/api.
 func apiBuild(number int64, state, branch string, finished time.Time) buildkiteapi.Build {
 	return buildkiteapi.Build{
@@ -111,7 +98,7 @@ func open(branch string, failed int64, at time.Time) Incident {
 
 type stack struct {
 	builds *fakeBuilds
-	pub    *fakePub
+	pub    *testutil.Publisher[queue.Message]
 	clock  *testutil.Clock
 	logs   *bytes.Buffer
 	sleeps []time.Duration
@@ -255,7 +242,7 @@ func TestReconcileOne(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &stack{builds: &fakeBuilds{lists: tc.lists, builds: tc.builds, errs: tc.errs, orgs: tc.orgs}, pub: &fakePub{err: tc.pubErr}}
+			st := &stack{builds: &fakeBuilds{lists: tc.lists, builds: tc.builds, errs: tc.errs, orgs: tc.orgs}, pub: &testutil.Publisher[queue.Message]{Err: tc.pubErr}}
 			r := newReconciler(st, &fakeOpen{list: []Incident{tc.inc}}, Options{})
 			got, err := r.Run(context.Background(), "run-1", time.Time{})
 			if err != nil {
@@ -271,11 +258,11 @@ func TestReconcileOne(t *testing.T) {
 			if c := strings.Join(st.builds.calls, " "); c != tc.calls {
 				t.Errorf("calls %q, want %q", c, tc.calls)
 			}
-			if (len(st.pub.msgs) == 1) != (tc.reason != "") || len(st.pub.msgs) > 1 {
-				t.Fatalf("%d messages queued, want reason %q", len(st.pub.msgs), tc.reason)
+			if (st.pub.Len() == 1) != (tc.reason != "") || st.pub.Len() > 1 {
+				t.Fatalf("%d messages queued, want reason %q", st.pub.Len(), tc.reason)
 			}
 			if tc.reason != "" {
-				e := mapsToResolve(t, st.pub.msgs[0], tc.inc, tc.reason)
+				e := mapsToResolve(t, st.pub.Messages()[0], tc.inc, tc.reason)
 				if tc.payload != nil {
 					tc.payload(t, e)
 				}
@@ -305,7 +292,7 @@ func TestOrgCheckedOncePerRun(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &stack{builds: &fakeBuilds{lists: tc.lists}, pub: &fakePub{}}
+			st := &stack{builds: &fakeBuilds{lists: tc.lists}, pub: &testutil.Publisher[queue.Message]{}}
 			r := newReconciler(st, &fakeOpen{list: tc.incs}, Options{})
 			if _, err := r.Run(context.Background(), "run-1", time.Time{}); err != nil {
 				t.Fatal(err)
@@ -348,7 +335,7 @@ func TestBudgetAndDeadline(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			o, lists := failing(tc.n)
-			st := &stack{builds: &fakeBuilds{lists: lists, cost: tc.cost}, pub: &fakePub{}}
+			st := &stack{builds: &fakeBuilds{lists: lists, cost: tc.cost}, pub: &testutil.Publisher[queue.Message]{}}
 			r := newReconciler(st, o, tc.opts)
 			var dl time.Time
 			if tc.deadline > 0 {
@@ -394,7 +381,7 @@ func TestRateLimited(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o, lists := failing(3)
 			fb := &rateLimitedBuilds{fakeBuilds: fakeBuilds{lists: lists}, key: "acme/api/b1", answers: tc.errs}
-			st := &stack{builds: &fb.fakeBuilds, pub: &fakePub{}}
+			st := &stack{builds: &fb.fakeBuilds, pub: &testutil.Publisher[queue.Message]{}}
 			r := newReconciler(st, o, Options{})
 			r.builds = fb
 			got, err := r.Run(context.Background(), "run-1", time.Time{})
@@ -438,7 +425,7 @@ func (f *rateLimitedBuilds) FinishedBuilds(ctx context.Context, org, pipeline, b
 }
 
 func TestOpenIncidentsFail(t *testing.T) {
-	st := &stack{builds: &fakeBuilds{}, pub: &fakePub{}}
+	st := &stack{builds: &fakeBuilds{}, pub: &testutil.Publisher[queue.Message]{}}
 	r := newReconciler(st, &fakeOpen{err: errors.New("dynamodb: throttled")}, Options{})
 	got, err := r.Run(context.Background(), "run-1", time.Time{})
 	if err == nil || got.Errors != 1 || got.Checked != 0 || len(st.builds.calls) != 0 {
@@ -454,7 +441,7 @@ func TestShuffledByDefault(t *testing.T) {
 	seen := map[string]bool{}
 	for range 5 {
 		fb := &fakeBuilds{lists: lists}
-		r := New(o, fb, fb, &fakePub{}, Options{Budget: 1})
+		r := New(o, fb, fb, &testutil.Publisher[queue.Message]{}, Options{Budget: 1})
 		if _, err := r.Run(context.Background(), "r", time.Time{}); err != nil {
 			t.Fatal(err)
 		}
@@ -471,10 +458,10 @@ func TestShuffledByDefault(t *testing.T) {
 // pipeline whose default branch is not main.
 func TestGoneResolveMapsOnAnyDefaultBranch(t *testing.T) {
 	inc := open("develop", 10, t0.Add(-time.Hour))
-	st := &stack{pub: &fakePub{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{}}}
+	st := &stack{pub: &testutil.Publisher[queue.Message]{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{}}}
 	s, err := newReconciler(st, &fakeOpen{list: []Incident{inc}}, Options{}).Run(context.Background(), "run-1", time.Time{})
-	if err != nil || s.NotFound != 1 || len(st.pub.msgs) != 1 {
-		t.Fatalf("summary %+v, %d queued, err %v: want one 404 resolve", s, len(st.pub.msgs), err)
+	if err != nil || s.NotFound != 1 || st.pub.Len() != 1 {
+		t.Fatalf("summary %+v, %d queued, err %v: want one 404 resolve", s, st.pub.Len(), err)
 	}
-	mapsToResolve(t, st.pub.msgs[0], inc, ReasonPipelineGone)
+	mapsToResolve(t, st.pub.Messages()[0], inc, ReasonPipelineGone)
 }

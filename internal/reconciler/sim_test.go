@@ -13,6 +13,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
+	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
@@ -21,7 +22,7 @@ const simToken = "bkua_reconciler-TEST-token"
 // simStack is the reconciler with the real client against the simulator.
 type simStack struct {
 	sim  *buildkitesim.Server
-	pub  *fakePub
+	pub  *testutil.Publisher[queue.Message]
 	logs *bytes.Buffer
 	r    *Reconciler
 }
@@ -35,7 +36,7 @@ func newSimStack(t *testing.T, incs []Incident, o Options) *simStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &simStack{sim: sim, pub: &fakePub{}, logs: &bytes.Buffer{}}
+	st := &simStack{sim: sim, pub: &testutil.Publisher[queue.Message]{}, logs: &bytes.Buffer{}}
 	o.Log = slog.New(slog.NewJSONHandler(st.logs, nil))
 	o.Shuffle = func(int, func(i, j int)) {}
 	st.r = New(&fakeOpen{list: incs}, c, c, st.pub, o)
@@ -104,12 +105,12 @@ func TestAgainstSimulator(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("summary %+v\n want %+v", got, tc.want)
 			}
-			if (len(st.pub.msgs) == 1) != (tc.reason != "") {
-				t.Fatalf("%d messages, want reason %q", len(st.pub.msgs), tc.reason)
+			if (st.pub.Len() == 1) != (tc.reason != "") {
+				t.Fatalf("%d messages, want reason %q", st.pub.Len(), tc.reason)
 			}
 			if tc.reason != "" {
-				mapsToResolve(t, st.pub.msgs[0], inc, tc.reason)
-				body := string(st.pub.msgs[0].Body)
+				mapsToResolve(t, st.pub.Messages()[0], inc, tc.reason)
+				body := string(st.pub.Messages()[0].Body)
 				for _, s := range []string{"@", simToken, "SECRET", "creator", "env"} {
 					if strings.Contains(body, s) {
 						t.Errorf("the queued resolve holds %q: %s", s, body)

@@ -16,18 +16,31 @@ type Token string
 // Get returns the token.
 func (t Token) Get(context.Context) (string, error) { return string(t), nil }
 
-// Webhook parses a webhook fixture of internal/buildkite/testdata, from any
-// package's tests.
-func Webhook(t testing.TB, name string) *buildkite.Payload {
+// TokenError is a token source that cannot be read (Secrets Manager down):
+// Get always fails with Err.
+type TokenError struct{ Err error }
+
+// Get returns e.Err.
+func (e TokenError) Get(context.Context) (string, error) { return "", e.Err }
+
+// Fixture is the body of a webhook fixture of internal/buildkite/testdata
+// (real Buildkite payloads, kept with the parser), from any package's tests.
+func Fixture(t testing.TB, name string) []byte {
 	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
 	body, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "buildkite", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := buildkite.Parse(body, "")
+	return body
+}
+
+// Webhook parses a webhook fixture of internal/buildkite/testdata.
+func Webhook(t testing.TB, name string) *buildkite.Payload {
+	t.Helper()
+	p, err := buildkite.Parse(Fixture(t, name), "")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	return p
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/devstack"
 	"github.com/callgoose/buildkite-sqibs/internal/poller"
@@ -163,7 +164,7 @@ func send(ctx context.Context, client *http.Client, url string, body []byte) err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Buildkite-Event", "build.finished")
-	req.Header.Set("X-Buildkite-Signature", signature(benchWebhookToken, time.Now().Unix(), body))
+	req.Header.Set("X-Buildkite-Signature", buildkite.Sign(benchWebhookToken, time.Now(), body))
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
 )
 
 // -smoke runs every measurement at a tiny size (builds, bootstraps,
@@ -406,10 +407,10 @@ func TestSignatureVerifies(t *testing.T) {
 	body := []byte(`{"event":"ping"}`)
 	now := time.Now()
 	auth := buildkite.Authenticator{Now: func() time.Time { return now }}
-	if err := auth.Verify([]string{"tok"}, "", signature("tok", now.Unix(), body), body); err != nil {
+	if err := auth.Verify([]string{"tok"}, "", buildkite.Sign("tok", now, body), body); err != nil {
 		t.Errorf("the project's verifier refuses our signature: %v", err)
 	}
-	if err := auth.Verify([]string{"other"}, "", signature("tok", now.Unix(), body), body); err == nil {
+	if err := auth.Verify([]string{"other"}, "", buildkite.Sign("tok", now, body), body); err == nil {
 		t.Error("a signature with the wrong token verified")
 	}
 }
@@ -496,13 +497,13 @@ func TestStateCallsSmall(t *testing.T) {
 		t.Skip("starts the whole local stack and moto_server")
 	}
 	m, err := startMoto(context.Background())
-	if errors.Is(err, errMotoAbsent) && os.Getenv("REQUIRE_MOTO") != "1" {
+	if errors.Is(err, moto.ErrAbsent) && os.Getenv("REQUIRE_MOTO") != "1" {
 		t.Skip(err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.stop()
+	defer m.Stop()
 	o := options{webhooks: 2 * groups, senders: 4, pollers: 2, e2eTimeout: 60 * time.Second}
 	before, wasSet := os.LookupEnv("AWS_ENDPOINT_URL_DYNAMODB")
 	var res Results

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
 )
 
 // measureAll measures the sections o asks for, in an order that keeps the
@@ -54,7 +56,7 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 		}()
 		defer func() {
 			if ms := <-motoCh; ms.m != nil {
-				ms.m.stop()
+				ms.m.Stop()
 			}
 		}()
 	}
@@ -87,7 +89,7 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 		ms := <-motoCh
 		motoCh <- ms // for the deferred stop
 		switch {
-		case errors.Is(ms.err, errMotoAbsent) && os.Getenv("REQUIRE_MOTO") != "1":
+		case errors.Is(ms.err, moto.ErrAbsent) && os.Getenv("REQUIRE_MOTO") != "1":
 			res.note("state_calls_per_event not measured: %v", ms.err)
 		case ms.err != nil:
 			errs = append(errs, fmt.Errorf("state_calls_per_event: %w", ms.err))
@@ -105,7 +107,7 @@ func measureAll(ctx context.Context, o options, progress io.Writer) (Results, er
 		var wg sync.WaitGroup
 		wg.Go(func() { dispErr = dispatcherRSS(ctx, root, bins.dispatcher, o.invocations, &disp) })
 		switch {
-		case errors.Is(ms.err, errMotoAbsent) && os.Getenv("REQUIRE_MOTO") != "1":
+		case errors.Is(ms.err, moto.ErrAbsent) && os.Getenv("REQUIRE_MOTO") != "1":
 			recv.note("receiver_rss_mb not measured: %v; the receiver needs SQS to publish to", ms.err)
 		case ms.err != nil:
 			recvErr = fmt.Errorf("receiver_rss_mb: %w", ms.err)

@@ -112,7 +112,7 @@ func receiverRSS(ctx context.Context, root, bin string, moto *motoServer, n int,
 	if err != nil {
 		return err
 	}
-	env := append(awsEnv(), "AWS_LAMBDA_FUNCTION_NAME=receiver", "AWS_ENDPOINT_URL_SQS="+moto.url,
+	env := append(awsEnv(), "AWS_LAMBDA_FUNCTION_NAME=receiver", "AWS_ENDPOINT_URL_SQS="+moto.URL,
 		"QUEUE_URL="+queueURL, "BUILDKITE_WEBHOOK_TOKEN="+benchWebhookToken)
 	l, err := startLambda(ctx, bin, env, receiverTimeout)
 	if err != nil {
@@ -137,7 +137,7 @@ func receiverRSS(ctx context.Context, root, bin string, moto *motoServer, n int,
 			Headers: map[string]string{
 				"content-type":          "application/json",
 				"x-buildkite-event":     "build.finished",
-				"x-buildkite-signature": signature(benchWebhookToken, time.Now().Unix(), body),
+				"x-buildkite-signature": buildkite.Sign(benchWebhookToken, time.Now(), body),
 			},
 			Body: string(body),
 		}

@@ -66,13 +66,13 @@ func (c *callCounter) counts() (total int, byOp string) {
 func stateCalls(ctx context.Context, root string, m *motoServer, o options, res *Results) error {
 	const table = "bench-incidents"
 	ddb := dynamodb.New(dynamodb.Options{
-		Region: "us-east-1", BaseEndpoint: aws.String(m.url),
+		Region: "us-east-1", BaseEndpoint: aws.String(m.URL),
 		Credentials: credentials.NewStaticCredentialsProvider("bench", "bench", ""),
 	})
 	if err := dynamo.CreateTable(ctx, ddb, table); err != nil {
 		return fmt.Errorf("state_calls_per_event: moto: %w", err)
 	}
-	counter, err := newCallCounter(m.url)
+	counter, err := newCallCounter(m.URL)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -93,15 +90,6 @@ func (w *webhooks) body(i int) []byte {
 		panic(err) // a map decoded from JSON always encodes
 	}
 	return b
-}
-
-// signature is the X-Buildkite-Signature header Buildkite sends for body.
-func signature(token string, unix int64, body []byte) string {
-	ts := strconv.FormatInt(unix, 10)
-	mac := hmac.New(sha256.New, []byte(token))
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	return "timestamp=" + ts + ",signature=" + hex.EncodeToString(mac.Sum(nil))
 }
 
 // buildNumberOf reads event.build_number from an SQIBS request body; 0 when absent.

@@ -3,9 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -13,11 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+	"github.com/callgoose/buildkite-sqibs/internal/testutil"
 )
 
 // The real binary, started as `make dev` starts it: it prints the ready
@@ -65,16 +64,9 @@ func TestDevServerBinary(t *testing.T) {
 		t.Errorf("start-up lines differ from the README's Quick start:\ngot:\n%s\nREADME:\n%s", got, want)
 	}
 
-	body, err := os.ReadFile(filepath.Join("..", "..", "internal", "buildkite", "testdata", "build_finished_failed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hmac.New(sha256.New, []byte("local-webhook-token"))
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
+	body := testutil.Fixture(t, "build_finished_failed.json")
 	req, _ := http.NewRequest("POST", receiverURL, bytes.NewReader(body))
-	req.Header.Set("X-Buildkite-Signature", "timestamp="+ts+",signature="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-Buildkite-Signature", buildkite.Sign("local-webhook-token", time.Now(), body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -42,10 +40,7 @@ func TestRetryWindowExceededThenRedriven(t *testing.T) {
 	dlqURL := moto.CreateFIFO(t, client, "buildkite-sqibs-dead-letter.fifo")
 	src := poller.NewSQSSource(client, mainURL, "arn:aws:sqs:us-east-1:123456789012:buildkite-sqibs-events.fifo")
 
-	fixture, err := os.ReadFile(filepath.Join("..", "..", "internal", "buildkite", "testdata", "build_finished_failed.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fixture := testutil.Fixture(t, "build_finished_failed.json")
 	pub := queue.NewSQSPublisher(client, mainURL)
 	for _, b := range []struct {
 		number int64

@@ -16,10 +16,7 @@ package main
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,7 +24,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -105,7 +101,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// The event file's own plain token, as the function URL got it.
 	case *mode == "signature":
 		req.Header.Del("X-Buildkite-Token")
-		req.Header.Set("X-Buildkite-Signature", Sign(*token, time.Now(), body))
+		req.Header.Set("X-Buildkite-Signature", buildkite.Sign(*token, time.Now(), body))
 	case *mode == "token":
 		req.Header.Del("X-Buildkite-Signature")
 		req.Header.Set("X-Buildkite-Token", *token)
@@ -198,16 +194,6 @@ func defaultURL() string {
 		return "http://" + v
 	}
 	return "http://127.0.0.1:8080"
-}
-
-// Sign builds the X-Buildkite-Signature value: HMAC-SHA256 keyed with the
-// token over "<unix seconds>.<body>", hex.
-func Sign(token string, now time.Time, body []byte) string {
-	ts := strconv.FormatInt(now.Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(token))
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	return "timestamp=" + ts + ",signature=" + hex.EncodeToString(mac.Sum(nil))
 }
 
 func readPayload(name string, stdin io.Reader) ([]byte, error) {

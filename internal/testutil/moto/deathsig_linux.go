@@ -2,5 +2,6 @@ package moto
 
 import "syscall"
 
-// setDeathSignal kills moto if the test binary dies without running cleanup.
+// setDeathSignal kills moto if the program that launched it (a test binary,
+// make bench) dies without stopping it.
 func setDeathSignal(a *syscall.SysProcAttr) { a.Pdeathsig = syscall.SIGKILL }

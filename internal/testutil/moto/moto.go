@@ -4,21 +4,19 @@
 // clean slate through POST /moto-api/reset. Tests that need it call Start and
 // are skipped with a clear message when moto_server is not on PATH, unless
 // REQUIRE_MOTO=1 (set by .ci/run), where a missing moto fails the test so a
-// skip can never hide in a green CI run.
+// skip can never hide in a green CI run. Programs (make bench) that need a
+// moto of their own use Launch, which needs no *testing.T.
 package moto
 
 import (
 	"context"
-	"fmt"
-	"net"
+	"errors"
+	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -27,8 +25,8 @@ import (
 
 // Server is a running moto_server.
 type Server struct {
-	URL string // http://127.0.0.1:<port>
-	cmd *exec.Cmd
+	URL  string // http://127.0.0.1:<port>
+	proc *Process
 }
 
 var (
@@ -61,44 +59,21 @@ func start(t testing.TB) *Server {
 	if shared != nil {
 		return shared
 	}
-	bin, err := exec.LookPath("moto_server")
-	if err != nil {
-		if os.Getenv("REQUIRE_MOTO") == "1" {
-			t.Fatalf("moto_server is not on PATH but REQUIRE_MOTO=1")
-		}
+	var out io.Writer // moto's output is kept for start errors only, unless asked for
+	if os.Getenv("MOTO_VERBOSE") != "" {
+		out = os.Stderr
+	}
+	p, err := Launch(context.Background(), out)
+	switch {
+	case errors.Is(err, ErrAbsent) && os.Getenv("REQUIRE_MOTO") == "1":
+		t.Fatalf("moto_server is not on PATH but REQUIRE_MOTO=1")
+	case errors.Is(err, ErrAbsent):
 		t.Skip("moto_server not on PATH: skipping test against the AWS emulator (pip install 'moto[server]' to run it)")
+	case err != nil:
+		t.Fatal(err)
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("moto: free port: %v", err)
-	}
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setDeathSignal(cmd.SysProcAttr)
-	if os.Getenv("MOTO_VERBOSE") == "" {
-		cmd.Stdout, cmd.Stderr = nil, nil
-	} else {
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("moto: start %s: %v", bin, err)
-	}
-	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(s.URL + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			t.Fatalf("moto: %s did not answer within 30s: %v", s.URL, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	shared = s
-	return s
+	shared = &Server{URL: p.URL, proc: p}
+	return shared
 }
 
 // Reset empties every emulated service.
@@ -128,31 +103,15 @@ func (s *Server) AWSConfig(t testing.TB) aws.Config {
 	return cfg
 }
 
-func (s *Server) kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		_, _ = s.cmd.Process.Wait()
-	}
-}
-
 // Run wraps testing.M.Run and stops the shared server afterwards; use it
 // from TestMain in packages that start moto.
 func Run(m interface{ Run() int }) int {
 	code := m.Run()
 	mu.Lock()
 	if shared != nil {
-		shared.kill()
+		shared.proc.Stop()
 		shared = nil
 	}
 	mu.Unlock()
 	return code
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
