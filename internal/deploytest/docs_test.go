@@ -73,16 +73,20 @@ func TestDocLinksFindsDeadLinks(t *testing.T) {
 		"[dead anchor](docs/ops.md#retry)",
 		"[dead self anchor](#quick-start-1)",
 		"![dead image](docs/missing.png)",
+		"a [wrapped",
+		"dead link](docs/ops.md#wrapped) and `a wrapped",
+		"code span [not a link](missing.md)`",
 	}, "\n"))
 	n, problems := checkDocLinks(dir, "README.md")
-	if n != 10 {
-		t.Errorf("found %d relative links, want 10", n)
+	if n != 11 {
+		t.Errorf("found %d relative links, want 11", n)
 	}
 	want := []string{
 		`9: link "docs/missing.md": no such file`,
 		`10: link "docs/ops.md#retry": docs/ops.md has no heading with anchor "retry"`,
 		`11: link "#quick-start-1": README.md has no heading with anchor "quick-start-1"`,
 		`12: link "docs/missing.png": no such file`,
+		`13: link "docs/ops.md#wrapped": docs/ops.md has no heading with anchor "wrapped"`,
 	}
 	if !slices.Equal(problems, want) {
 		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(problems, "\n"), strings.Join(want, "\n"))
@@ -149,9 +153,19 @@ func checkDocLinks(root, file string) (int, []string) {
 	}
 	var problems []string
 	n := 0
-	for _, line := range docProseLines(string(body)) {
-		for _, m := range docLinkRe.FindAllStringSubmatch(docCodeSpanRe.ReplaceAllString(line.text, ""), -1) {
-			target := m[1]
+	for _, para := range docParagraphs(string(body)) {
+		// Code spans are blanked, not removed, so offsets still give lines.
+		text := docCodeSpanRe.ReplaceAllStringFunc(para.text, func(s string) string {
+			return strings.Map(func(r rune) rune {
+				if r == '\n' {
+					return r
+				}
+				return ' '
+			}, s)
+		})
+		for _, m := range docLinkRe.FindAllStringSubmatchIndex(text, -1) {
+			target := text[m[2]:m[3]]
+			line := docLine{para.n + strings.Count(text[:m[0]], "\n"), ""}
 			if docSchemeRe.MatchString(target) || strings.HasPrefix(target, "//") {
 				continue // absolute URL: not checked here
 			}
@@ -184,6 +198,23 @@ func checkDocLinks(root, file string) (int, []string) {
 		}
 	}
 	return n, problems
+}
+
+// docParagraphs are the runs of consecutive non-blank prose lines, each
+// joined by newlines and numbered by its first line: a link may wrap.
+func docParagraphs(text string) []docLine {
+	var out []docLine
+	for _, l := range docProseLines(text) {
+		if strings.TrimSpace(l.text) == "" {
+			continue
+		}
+		if k := len(out) - 1; k >= 0 && out[k].n+strings.Count(out[k].text, "\n")+1 == l.n {
+			out[k].text += "\n" + l.text
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // docLine is one line of a Markdown file and its number.
