@@ -86,7 +86,7 @@ deploy: ## sam build && sam deploy --guided (needs the SAM CLI and AWS credentia
 .PHONY: soak
 soak: ## the fault-injection run as make dev sees it: 30 pipelines x 8 builds in real time (SOAK_PIPELINES, SOAK_BUILDS, SOAK_TIME_SCALE)
 	SOAK_PIPELINES=$${SOAK_PIPELINES:-30} SOAK_BUILDS=$${SOAK_BUILDS:-8} SOAK_TIME_SCALE=$${SOAK_TIME_SCALE:-1} \
-	  $(GO) test -race -count=1 -run TestFaultInjection -timeout 40m -v ./internal/devstack
+	  $(GO) test -race -count=1 -run TestFaultInjection -timeout 40m -v ./internal/local/devstack
 
 # The bootstraps are scanned as built for Lambda (same tags, GOOS/GOARCH),
 # but keep their symbol table: without one (-ldflags=-s) govulncheck can only

@@ -3,11 +3,11 @@ package main
 import (
 	"testing"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 func TestBadConfigStopsWithOneLine(t *testing.T) {
-	bin := testutil.BuildMain(t, ".")
+	bin := testkit.BuildMain(t, ".")
 	ok := []string{"SQIBS_URL=https://sqibs.example/v1/process", "SQIBS_API_TOKEN=t", "AWS_REGION=us-east-1"}
 	for _, tc := range []struct {
 		env  []string
@@ -22,6 +22,6 @@ func TestBadConfigStopsWithOneLine(t *testing.T) {
 		{[]string{"SQIBS_URL=not a url", "SQIBS_API_TOKEN=t", "AWS_REGION=us-east-1"}, "SQIBS_URL"},
 		{append(ok, "BUILDKITE_API_TOKEN=bkua_x", "BUILDKITE_API_URL=ftp://api.example"), "BUILDKITE_API_URL"},
 	} {
-		t.Run(tc.want, func(t *testing.T) { testutil.ExpectConfigExit(t, bin, tc.env, tc.want) })
+		t.Run(tc.want, func(t *testing.T) { testkit.ExpectConfigExit(t, bin, tc.env, tc.want) })
 	}
 }

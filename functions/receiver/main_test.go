@@ -3,11 +3,11 @@ package main
 import (
 	"testing"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 func TestBadConfigStopsWithOneLine(t *testing.T) {
-	bin := testutil.BuildMain(t, ".")
+	bin := testkit.BuildMain(t, ".")
 	ok := []string{"QUEUE_URL=http://127.0.0.1:1/000000000000/q.fifo", "BUILDKITE_WEBHOOK_TOKEN=t", "AWS_REGION=us-east-1"}
 	for _, tc := range []struct {
 		env  []string
@@ -21,6 +21,6 @@ func TestBadConfigStopsWithOneLine(t *testing.T) {
 		{append(ok, "ALERT_ON_CANCELED=sometimes"), "ALERT_ON_CANCELED"},
 		{append(ok, "SEVERITY=urgent"), "SEVERITY"},
 	} {
-		t.Run(tc.want, func(t *testing.T) { testutil.ExpectConfigExit(t, bin, tc.env, tc.want) })
+		t.Run(tc.want, func(t *testing.T) { testkit.ExpectConfigExit(t, bin, tc.env, tc.want) })
 	}
 }

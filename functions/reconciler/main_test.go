@@ -3,11 +3,11 @@ package main
 import (
 	"testing"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 func TestBadConfigStopsWithOneLine(t *testing.T) {
-	bin := testutil.BuildMain(t, ".")
+	bin := testkit.BuildMain(t, ".")
 	ok := []string{"STATE_TABLE=incidents", "QUEUE_URL=https://sqs.us-east-1.amazonaws.com/1/q.fifo", "BUILDKITE_API_TOKEN=bkua_x", "AWS_REGION=us-east-1"}
 	for _, tc := range []struct {
 		env  []string
@@ -20,6 +20,6 @@ func TestBadConfigStopsWithOneLine(t *testing.T) {
 		{append(ok, "BUILDKITE_API_URL=ftp://api.example"), "BUILDKITE_API_URL"},
 		{append(ok, "BUILDKITE_API_URL=https://user:bkua_secret@api.example"), "BUILDKITE_API_URL"},
 	} {
-		t.Run(tc.want, func(t *testing.T) { testutil.ExpectConfigExit(t, bin, tc.env, tc.want) })
+		t.Run(tc.want, func(t *testing.T) { testkit.ExpectConfigExit(t, bin, tc.env, tc.want) })
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // token has characters a careless redaction would miss.
@@ -78,14 +78,14 @@ func server(t *testing.T, answers ...answer) (*httptest.Server, *atomic.Int32, c
 	return srv, &n, reqs
 }
 
-func newClient(t *testing.T, base string, cfg Config) (*Client, *testutil.Clock) {
+func newClient(t *testing.T, base string, cfg Config) (*Client, *testkit.Clock) {
 	t.Helper()
 	cfg.BaseURL = base + "/v2"
-	c, err := New(cfg, testutil.Token(token), nil)
+	c, err := New(cfg, testkit.Token(token), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := testutil.NewClock(time.Date(2026, 8, 5, 12, 0, 0, 0, time.UTC))
+	clock := testkit.NewClock(time.Date(2026, 8, 5, 12, 0, 0, 0, time.UTC))
 	c.now = clock.Now
 	return c, clock
 }
@@ -373,8 +373,8 @@ func TestTokenProblems(t *testing.T) {
 		src  TokenSource
 		want error
 	}{
-		{"secret unavailable", testutil.TokenError{Err: errors.New("secret unavailable: arn:…")}, ErrUnavailable},
-		{"empty token", testutil.Token(""), ErrNoToken},
+		{"secret unavailable", testkit.TokenError{Err: errors.New("secret unavailable: arn:…")}, ErrUnavailable},
+		{"empty token", testkit.Token(""), ErrNoToken},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -391,7 +391,7 @@ func TestTokenProblems(t *testing.T) {
 		t.Errorf("%d requests made without a token", n.Load())
 	}
 	t.Run("wrong token", func(t *testing.T) {
-		c, _ := New(Config{BaseURL: srv.URL + "/v2"}, testutil.Token("wrong-"+token), nil)
+		c, _ := New(Config{BaseURL: srv.URL + "/v2"}, testkit.Token("wrong-"+token), nil)
 		_, err := c.Build(context.Background(), "o", "p", 1)
 		if !errors.Is(err, ErrUnauthorized) || strings.Contains(err.Error(), token) {
 			t.Errorf("err %v", err)
@@ -414,7 +414,7 @@ func TestNew(t *testing.T) {
 		{"https://api.buildkite.com/%zz" + token, "not a valid URL"},
 	}
 	for _, tc := range tests {
-		c, err := New(Config{BaseURL: tc.url}, testutil.Token(token), nil)
+		c, err := New(Config{BaseURL: tc.url}, testkit.Token(token), nil)
 		switch {
 		case tc.wantErr == "" && err != nil:
 			t.Errorf("%q: %v", tc.url, err)
@@ -429,7 +429,7 @@ func TestNew(t *testing.T) {
 	if _, err := New(Config{}, nil, nil); err == nil {
 		t.Error("no token source accepted")
 	}
-	if _, err := New(Config{Timeout: -1}, testutil.Token(""), nil); err == nil {
+	if _, err := New(Config{Timeout: -1}, testkit.Token(""), nil); err == nil {
 		t.Error("negative timeout accepted")
 	}
 }

@@ -23,7 +23,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 const sqibsToken = "sqibs-token-abcdef-123456"
@@ -33,7 +33,7 @@ var t0 = time.Date(2024, 8, 5, 12, 0, 3, 0, time.UTC)
 // record builds an SQS record carrying the envelope of a fixture.
 func record(t testing.TB, id, fixture string, mutate func(*buildkite.Payload)) events.SQSMessage {
 	t.Helper()
-	p := testutil.Webhook(t, fixture)
+	p := testkit.Webhook(t, fixture)
 	if mutate != nil {
 		mutate(p)
 	}
@@ -175,8 +175,8 @@ type rig struct {
 	vis  *fakeVis
 	dlq  *fakeDLQ
 	tok  *tokens
-	logs *testutil.Buffer
-	emf  *testutil.Buffer
+	logs *testkit.Buffer
+	emf  *testkit.Buffer
 }
 
 func newRig(t *testing.T, answer func(int, incident.Event, *http.Request) int, timeout time.Duration) *rig {
@@ -190,7 +190,7 @@ func newRig(t *testing.T, answer func(int, incident.Event, *http.Request) int, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{srv: srv, vis: &fakeVis{}, dlq: &fakeDLQ{}, tok: tok, logs: &testutil.Buffer{}, emf: &testutil.Buffer{}}
+	r := &rig{srv: srv, vis: &fakeVis{}, dlq: &fakeDLQ{}, tok: tok, logs: &testkit.Buffer{}, emf: &testkit.Buffer{}}
 	log := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r.h = New(Config{Rules: incident.DefaultRules()}, c, r.vis, r.dlq, log, metrics.New(r.emf, "dispatcher-test"))
 	r.h.jitter = func() float64 { return 0.5 } // no jitter: exact backoff

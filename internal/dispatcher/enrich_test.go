@@ -10,11 +10,11 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
-	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/local/buildkitesim"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/reconciler"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 const apiToken = "bkua_dispatcher-TEST-api-token"
@@ -26,7 +26,7 @@ func apiRig(t *testing.T) (*rig, *buildkitesim.Server) {
 	sim := buildkitesim.New(apiToken)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() { sim.Close(); srv.Close() })
-	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2"}, testutil.Token(apiToken), nil)
+	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2"}, testkit.Token(apiToken), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func apiRig(t *testing.T) (*rig, *buildkitesim.Server) {
 // jobOf is a job.finished fixture as job id of build 1234.
 func jobOf(t *testing.T, fixture, id string, mutate func(*buildkite.Job)) *buildkite.Payload {
 	t.Helper()
-	p := testutil.Webhook(t, fixture)
+	p := testkit.Webhook(t, fixture)
 	p.Job.ID = id
 	if mutate != nil {
 		mutate(p.Job)
@@ -76,7 +76,7 @@ func TestFailedJobsInTheIncident(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r, sim := apiRig(t)
-			sim.Record(testutil.Webhook(t, "build_finished_failed.json"))
+			sim.Record(testkit.Webhook(t, "build_finished_failed.json"))
 			sim.Record(jobOf(t, "job_finished_failed.json", "job-test", nil))
 			sim.Record(jobOf(t, "job_finished_failed_parallel.json", "job-rspec-2", nil))
 			sim.Record(jobOf(t, "job_finished_passed.json", "job-lint", func(j *buildkite.Job) { j.Name, j.StepKey = "lint", "lint" }))
@@ -136,7 +136,7 @@ func TestFailedJobsInTheIncident(t *testing.T) {
 // reconciler sharing the client.
 func TestEnrichmentBacksOffAfter429(t *testing.T) {
 	r, sim := apiRig(t)
-	sim.Record(testutil.Webhook(t, "build_finished_failed.json"))
+	sim.Record(testkit.Webhook(t, "build_finished_failed.json"))
 	sim.SetFault(func(n int, _ buildkitesim.Request) *buildkitesim.Fault {
 		if n == 1 {
 			return &buildkitesim.Fault{Reset: 30 * time.Second}
@@ -166,7 +166,7 @@ func TestEnrichmentBacksOffAfter429(t *testing.T) {
 // started build_finished_passed_triggered.json's build.
 func parentBuild(t *testing.T, sim *buildkitesim.Server, branch string, pr bool) {
 	t.Helper()
-	p := testutil.Webhook(t, "build_finished_passed.json")
+	p := testkit.Webhook(t, "build_finished_passed.json")
 	p.Build.Number, p.Build.ID, p.Build.Branch = 5678, "0191225a-0000-7000-8000-000000000001", branch
 	p.Build.WebURL = "https://buildkite.com/acme/web-app/builds/5678"
 	p.Build.URL = "https://api.buildkite.com/v2/organizations/acme/pipelines/web-app/builds/5678"
@@ -267,7 +267,7 @@ func TestParentLookedUpOnce(t *testing.T) {
 // webhook (a stale one is not sent).
 func TestReconcilerResolves(t *testing.T) {
 	noted := func(id string, reason string, mutate func(*buildkite.Payload)) events.SQSMessage {
-		p := testutil.Webhook(t, "build_finished_passed.json")
+		p := testkit.Webhook(t, "build_finished_passed.json")
 		p.Build.Number, p.Build.ID = 1235, "build-1235"
 		if mutate != nil {
 			mutate(p)

@@ -15,7 +15,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/state"
 )
 
-// Store is the incident state port (DESIGN §5b). *state.Memory and
+// Store is the incident state port (DESIGN §5b). *memstate.Store and
 // *dynamo.Store satisfy it. Get returns nil for no item; Put is
 // conditional on the version the item was read at and returns an error
 // wrapping state.ErrConflict when that changed.

@@ -15,14 +15,15 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
+	"github.com/callgoose/buildkite-sqibs/internal/local/memstate"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // store is the in-process store with its calls counted and faults to
 // inject, each returned once.
 type store struct {
-	*state.Memory
+	*memstate.Store
 	mu         sync.Mutex
 	gets, puts int
 	getErr     error
@@ -30,7 +31,7 @@ type store struct {
 	corrupt    map[string]bool // read back as unreadable until rewritten
 }
 
-func newStore() *store { return &store{Memory: state.NewMemory(), corrupt: map[string]bool{}} }
+func newStore() *store { return &store{Store: memstate.New(), corrupt: map[string]bool{}} }
 
 func (s *store) Get(ctx context.Context, id string) (*state.Item, error) {
 	s.mu.Lock()
@@ -41,7 +42,7 @@ func (s *store) Get(ctx context.Context, id string) (*state.Item, error) {
 	if err != nil {
 		return nil, err
 	}
-	it, err := s.Memory.Get(ctx, id)
+	it, err := s.Store.Get(ctx, id)
 	if corrupt && it != nil {
 		return &state.Item{ID: id, Version: it.Version}, fmt.Errorf("%w: %s: bad attribute", state.ErrCorrupt, id)
 	}
@@ -60,14 +61,14 @@ func (s *store) Put(ctx context.Context, it *state.Item) error {
 	if err != nil {
 		return err
 	}
-	return s.Memory.Put(ctx, it)
+	return s.Store.Put(ctx, it)
 }
 
 func (s *store) calls() (gets, puts int) { s.mu.Lock(); defer s.mu.Unlock(); return s.gets, s.puts }
 
 func (s *store) item(t *testing.T, id string) *state.Item {
 	t.Helper()
-	it, err := s.Memory.Get(context.Background(), id)
+	it, err := s.Store.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +222,7 @@ func TestGuardWritesAfterTheSend(t *testing.T) {
 // A redelivery after SQS's 5-minute deduplication window is still caught.
 func TestGuardRedeliveryAfterTheDedupWindow(t *testing.T) {
 	r, _ := stateRig(t, 1, nil)
-	clock := testutil.NewClock(t0)
+	clock := testkit.NewClock(t0)
 	r.h.now = clock.Now
 	rec := record(t, "m1", "build_finished_failed.json", nil)
 	r.deliver(t, rec)
@@ -376,7 +377,7 @@ func TestNoStateSaysSoOnce(t *testing.T) {
 // once it is half way to its expiry: reopening costs no extra write.
 func TestGuardAliasWrittenOnce(t *testing.T) {
 	r, st := stateRig(t, 1, nil)
-	clock := testutil.NewClock(t0)
+	clock := testkit.NewClock(t0)
 	r.h.now = clock.Now
 	for i, outcome := range []string{"failed", "passed", "failed", "passed"} {
 		r.deliver(t, record(t, fmt.Sprintf("m%d", i), "build_finished_"+outcome+".json", onBranch("main", int64(10+i), outcome)))
@@ -398,7 +399,7 @@ func TestGuardAliasWrittenOnce(t *testing.T) {
 // an SQIBS outage does, never sent without its guard and never left to the
 // redrive net.
 func TestGuardStateOutagePastRetryFor(t *testing.T) {
-	clk := testutil.NewClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
+	clk := testkit.NewClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
 	for _, tc := range []struct {
 		name    string
 		age     time.Duration

@@ -15,7 +15,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // sentAgo stamps r as SQS would have when it took the message age ago.
@@ -29,7 +29,7 @@ func sentAgo(r events.SQSMessage, now time.Time, age time.Duration) events.SQSMe
 // after that. A message held back behind a failed one is never
 // dead-lettered, however old.
 func TestRetryWindow(t *testing.T) {
-	clk := testutil.NewClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
+	clk := testkit.NewClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
 	tests := []struct {
 		name       string
 		ages       []time.Duration // of a1, a2 (one group)
@@ -104,7 +104,7 @@ func TestRetryWindowWithoutSentTimestamp(t *testing.T) {
 	}
 }
 
-// The figures template.yaml's comments and the README quote.
+// The figures template.yaml's comments and docs/operations.md quote.
 func TestMaxRetryFor(t *testing.T) {
 	for _, tc := range []struct {
 		maxBackoff time.Duration

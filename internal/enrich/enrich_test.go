@@ -13,7 +13,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // fakeAPI answers from a map keyed "pipeline#number", or with err; it
@@ -223,7 +223,7 @@ func TestFailedJobsThroughClient(t *testing.T) {
 		w.Write(body)
 	}))
 	defer srv.Close()
-	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, testutil.Token("tok"), nil)
+	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, testkit.Token("tok"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
-	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/local/buildkitesim"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // TestFailedJobsAgainstSimulator: the simulator learns a failed build and
@@ -34,12 +34,12 @@ func TestFailedJobsAgainstSimulator(t *testing.T) {
 			sim := buildkitesim.New("tok")
 			srv := httptest.NewServer(sim)
 			defer func() { sim.Close(); srv.Close() }()
-			sim.Record(testutil.Webhook(t, "build_finished_failed.json"))
-			sim.Record(testutil.Webhook(t, "job_finished_failed.json"))
+			sim.Record(testkit.Webhook(t, "build_finished_failed.json"))
+			sim.Record(testkit.Webhook(t, "job_finished_failed.json"))
 			if tc.fault != nil {
 				sim.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault { return tc.fault })
 			}
-			c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2"}, testutil.Token("tok"), nil)
+			c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2"}, testkit.Token("tok"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

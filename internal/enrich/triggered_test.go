@@ -11,7 +11,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 func triggeredFrom(pipeline string, number int64) *buildkite.TriggeredFrom {
@@ -111,7 +111,7 @@ func TestParentThroughClient(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, testutil.Token("tok"), nil)
+	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL}, testkit.Token("tok"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // The receiver decides with Classify before queuing; the dispatcher decides
@@ -141,7 +141,7 @@ func TestGlobMatchesItsRegexp(t *testing.T) {
 // it is a plain glob that matches a pipeline named default.
 func TestDefaultWordOnlyForBranches(t *testing.T) {
 	r := rules(t, map[string]string{"ALERT_PIPELINES": "default", "ALERT_BRANCHES": "*"})
-	raw := testutil.Fixture(t, "build_finished_failed.json")
+	raw := testkit.Fixture(t, "build_finished_failed.json")
 	for slug, want := range map[string]bool{"default": true, "main": false, "master": false} {
 		p, err := buildkite.Parse([]byte(strings.ReplaceAll(string(raw), "deploy-api", slug)), "")
 		if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -21,7 +21,7 @@ var received = time.Date(2024, 8, 5, 12, 0, 3, 456_000_000, time.UTC)
 
 func load(t testing.TB, name, header string) *buildkite.Payload {
 	t.Helper()
-	p, err := buildkite.Parse(testutil.Fixture(t, name), header)
+	p, err := buildkite.Parse(testkit.Fixture(t, name), header)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

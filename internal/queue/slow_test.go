@@ -15,8 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
 )
 
 // receiverBudget is the receiver's whole budget (receiver.Config.Budget),
@@ -33,7 +33,7 @@ func slowQueue(t testing.TB, delay func() time.Duration) (slow, direct *sqs.Clie
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := testutil.DelayProxy(t, u.Host, delay)
+	proxy := testkit.DelayProxy(t, u.Host, delay)
 	cfg := srv.AWSConfig(t)
 	direct = sqs.NewFromConfig(cfg, SQSOptions)
 	slow = sqs.NewFromConfig(cfg, SQSOptions, func(o *sqs.Options) { o.BaseEndpoint = aws.String("http://" + proxy) })

@@ -25,7 +25,7 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
 )
 
 func TestMain(m *testing.M) { os.Exit(moto.Run(m)) }

@@ -27,7 +27,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 const (
@@ -88,8 +88,8 @@ func signed(body []byte, event string, extra ...string) req {
 }
 
 func TestHandlerRows(t *testing.T) {
-	failed := testutil.Fixture(t, "build_finished_failed.json")
-	passed := testutil.Fixture(t, "build_finished_passed.json")
+	failed := testkit.Fixture(t, "build_finished_failed.json")
+	passed := testkit.Fixture(t, "build_finished_passed.json")
 	large := bytes.Repeat([]byte("x"), 2<<20)
 	ts := fixedNow.Unix()
 
@@ -106,7 +106,7 @@ func TestHandlerRows(t *testing.T) {
 		{name: "queued signed failed", req: signed(failed, "build.finished"), wantStatus: 200, wantBody: `{"status":"queued","id":"msg-1"}`, wantQueued: 1},
 		{name: "queued signed passed", req: signed(passed, "build.finished"), wantStatus: 200, wantBody: `{"status":"queued","id":"msg-1"}`, wantQueued: 1},
 		{name: "queued token header", req: req{headers: map[string]string{"x-buildkite-token": testToken, "x-buildkite-event": "build.finished"}, body: string(failed)}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
-		{name: "queued with rotation token", req: req{headers: map[string]string{"x-buildkite-token": rotateToken}, body: string(failed)}, tokens: testutil.Token(testToken + "\n" + rotateToken + "\n"), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
+		{name: "queued with rotation token", req: req{headers: map[string]string{"x-buildkite-token": rotateToken}, body: string(failed)}, tokens: testkit.Token(testToken + "\n" + rotateToken + "\n"), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued event from body only", req: signed(failed, ""), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued mixed-case header names", req: req{headers: map[string]string{"X-Buildkite-Token": testToken, "Content-Type": "application/json; charset=utf-8"}, body: string(failed)}, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 		{name: "queued base64 body", req: func() req {
@@ -115,12 +115,12 @@ func TestHandlerRows(t *testing.T) {
 			r.b64 = true
 			return r
 		}(), wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
-		{name: "ping", req: signed(testutil.Fixture(t, "ping.json"), "ping"), wantStatus: 200, wantBody: `{"status":"pong"}`},
-		{name: "ignored scheduled", req: signed(testutil.Fixture(t, "build_scheduled.json"), "build.scheduled"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"event type never changes an incident"}`},
-		{name: "ignored blocked", req: signed(testutil.Fixture(t, "build_finished_blocked.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"build is blocked, not finished"}`},
-		{name: "ignored other branch", req: signed(testutil.Fixture(t, "build_finished_feature_branch.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"branch not in ALERT_BRANCHES"}`},
-		{name: "ignored job when job incidents off", req: signed(testutil.Fixture(t, "job_finished_failed.json"), "job.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"job incidents are off (JOB_INCIDENTS)"}`},
-		{name: "job queued when job incidents on", req: signed(testutil.Fixture(t, "job_finished_failed.json"), "job.finished"), mutate: func(c *Config) { c.Rules.JobIncidents = true }, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
+		{name: "ping", req: signed(testkit.Fixture(t, "ping.json"), "ping"), wantStatus: 200, wantBody: `{"status":"pong"}`},
+		{name: "ignored scheduled", req: signed(testkit.Fixture(t, "build_scheduled.json"), "build.scheduled"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"event type never changes an incident"}`},
+		{name: "ignored blocked", req: signed(testkit.Fixture(t, "build_finished_blocked.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"build is blocked, not finished"}`},
+		{name: "ignored other branch", req: signed(testkit.Fixture(t, "build_finished_feature_branch.json"), "build.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"branch not in ALERT_BRANCHES"}`},
+		{name: "ignored job when job incidents off", req: signed(testkit.Fixture(t, "job_finished_failed.json"), "job.finished"), wantStatus: 202, wantBody: `{"status":"ignored","reason":"job incidents are off (JOB_INCIDENTS)"}`},
+		{name: "job queued when job incidents on", req: signed(testkit.Fixture(t, "job_finished_failed.json"), "job.finished"), mutate: func(c *Config) { c.Rules.JobIncidents = true }, wantStatus: 200, wantQueued: 1, wantBody: `{"status":"queued","id":"msg-1"}`},
 
 		// 401: one body for every class.
 		{name: "401 wrong token", req: req{headers: map[string]string{"x-buildkite-token": "nope"}, body: string(failed)}, wantStatus: 401, wantBody: bodyUnauthorized},
@@ -148,19 +148,19 @@ func TestHandlerRows(t *testing.T) {
 		{name: "400 JSON array", req: signed([]byte("[1,2]"), "build.finished"), wantStatus: 400, wantBody: bodyBadJSON},
 		{name: "400 no event", req: signed([]byte(`{"build":{"id":"x"}}`), ""), wantStatus: 400, wantBody: bodyNoEvent},
 		{name: "400 bad base64", req: req{headers: map[string]string{"x-buildkite-token": testToken}, body: "%%%not-base64", b64: true}, wantStatus: 400, wantBody: bodyBadBase64},
-		{name: "503 secret unavailable", req: signed(failed, "build.finished"), tokens: testutil.TokenError{Err: errors.New("secret unavailable: boom")}, wantStatus: 503, wantBody: bodyUnavailable},
+		{name: "503 secret unavailable", req: signed(failed, "build.finished"), tokens: testkit.TokenError{Err: errors.New("secret unavailable: boom")}, wantStatus: 503, wantBody: bodyUnavailable},
 		{name: "503 queue unavailable", req: signed(failed, "build.finished"), pubErr: errors.New("queue unavailable"), wantStatus: 503, wantBody: bodyUnavailable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var tokens TokenSource = testutil.Token(testToken)
+			var tokens TokenSource = testkit.Token(testToken)
 			if tc.tokens != nil {
 				tokens = tc.tokens
 			}
 			if _, ok := tokens.(nilTokens); ok {
 				tokens = nil
 			}
-			pub := &testutil.Publisher[queue.Message]{Err: tc.pubErr}
+			pub := &testkit.Publisher[queue.Message]{Err: tc.pubErr}
 			var mut []func(*Config)
 			if tc.mutate != nil {
 				mut = append(mut, tc.mutate)
@@ -197,9 +197,9 @@ type nilTokens struct{}
 func (nilTokens) Get(context.Context) (string, error) { return "", nil }
 
 func TestQueuedMessage(t *testing.T) {
-	body := testutil.Fixture(t, "build_finished_large.json")
-	pub := &testutil.Publisher[queue.Message]{}
-	h := newHandler(t, testutil.Token(testToken), pub, nil)
+	body := testkit.Fixture(t, "build_finished_large.json")
+	pub := &testkit.Publisher[queue.Message]{}
+	h := newHandler(t, testkit.Token(testToken), pub, nil)
 	r := signed(body, "build.finished", "x-buildkite-request", "bk-req-42")
 	resp, _ := h.Handle(context.Background(), r.event())
 	if resp.StatusCode != 200 || pub.Len() != 1 {
@@ -230,8 +230,8 @@ func TestQueuedMessage(t *testing.T) {
 	}
 
 	// Without X-Buildkite-Request the Lambda request id is used.
-	pub2 := &testutil.Publisher[queue.Message]{}
-	h2 := newHandler(t, testutil.Token(testToken), pub2, nil)
+	pub2 := &testkit.Publisher[queue.Message]{}
+	h2 := newHandler(t, testkit.Token(testToken), pub2, nil)
 	_, _ = h2.Handle(context.Background(), signed(body, "build.finished", "x-buildkite-request", "bad id with spaces").event())
 	env2, err := queue.Decode(pub2.Messages()[0].Body)
 	if err != nil {
@@ -246,10 +246,10 @@ func TestQueuedMessage(t *testing.T) {
 // replayed with another event header keeps the body's meaning, and so its
 // deduplication id, so SQS drops the replay.
 func TestSignedBodyNamesTheEvent(t *testing.T) {
-	body := testutil.Fixture(t, "build_finished_passed.json")
+	body := testkit.Fixture(t, "build_finished_passed.json")
 	var logs bytes.Buffer
-	pub := &testutil.Publisher[queue.Message]{}
-	h := newHandler(t, testutil.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)))
+	pub := &testkit.Publisher[queue.Message]{}
+	h := newHandler(t, testkit.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)))
 	for _, hdr := range []string{"build.finished", "build.failing"} {
 		resp, _ := h.Handle(context.Background(), signed(body, hdr).event())
 		if resp.StatusCode != 200 {
@@ -314,10 +314,10 @@ func assertNoSecrets(t *testing.T, what string, b []byte) {
 func TestLogsHoldNoSecrets(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	pub := &testutil.Publisher[queue.Message]{}
+	pub := &testkit.Publisher[queue.Message]{}
 	var emf bytes.Buffer
 	cfg := Config{MaxBodyBytes: 1 << 20, Auth: buildkite.Authenticator{MaxAge: 5 * time.Minute, AllowToken: true, Now: func() time.Time { return fixedNow }}, Rules: incident.DefaultRules()}
-	h := New(cfg, testutil.Token(testToken+"\n"+rotateToken), pub, log, metrics.New(&emf, "receiver-test"))
+	h := New(cfg, testkit.Token(testToken+"\n"+rotateToken), pub, log, metrics.New(&emf, "receiver-test"))
 	h.now = func() time.Time { return fixedNow }
 
 	files, _ := filepath.Glob(filepath.Join("..", "buildkite", "testdata", "*.json"))
@@ -336,8 +336,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		}
 	}
 	// Failure paths log errors too.
-	hBad := New(cfg, testutil.TokenError{Err: errors.New("secret unavailable")}, &testutil.Publisher[queue.Message]{Err: errors.New("queue unavailable")}, log, nil)
-	_, _ = hBad.Handle(context.Background(), signed(testutil.Fixture(t, "build_finished_large.json"), "build.finished").event())
+	hBad := New(cfg, testkit.TokenError{Err: errors.New("secret unavailable")}, &testkit.Publisher[queue.Message]{Err: errors.New("queue unavailable")}, log, nil)
+	_, _ = hBad.Handle(context.Background(), signed(testkit.Fixture(t, "build_finished_large.json"), "build.finished").event())
 
 	if logs.Len() == 0 {
 		t.Fatal("no logs captured")
@@ -359,7 +359,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 
 func TestNoTokenConfiguredLogsAtStart(t *testing.T) {
 	var logs bytes.Buffer
-	New(Config{}, nil, &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
+	New(Config{}, nil, &testkit.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)), nil)
 	if !strings.Contains(logs.String(), "no webhook token configured") {
 		t.Errorf("no start-up line for the missing token: %q", logs.String())
 	}
@@ -379,8 +379,8 @@ func FuzzHandler(f *testing.F) {
 	f.Add("POST", "", buildkite.Sign(testToken, fixedNow, huge), "", "application/json", huge, false)
 	f.Fuzz(func(t *testing.T, method, event, sig, token, ct string, body []byte, b64 bool) {
 		var logs bytes.Buffer
-		pub := &testutil.Publisher[queue.Message]{}
-		h := newHandler(t, testutil.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)),
+		pub := &testkit.Publisher[queue.Message]{}
+		h := newHandler(t, testkit.Token(testToken), pub, slog.New(slog.NewJSONHandler(&logs, nil)),
 			func(c *Config) { c.Rules.Branches = []string{"*"} })
 		r := req{method: method, headers: map[string]string{
 			"x-buildkite-event": event, "x-buildkite-signature": sig, "x-buildkite-token": token, "content-type": ct,
@@ -457,8 +457,8 @@ func carriesMAC(header string, body []byte) bool {
 }
 
 func BenchmarkReceiver(b *testing.B) {
-	body := testutil.Fixture(b, "build_finished_large.json")
-	h := newHandler(b, testutil.Token(testToken), discardPublisher{}, slog.New(slog.NewJSONHandler(discard{}, nil)))
+	body := testkit.Fixture(b, "build_finished_large.json")
+	h := newHandler(b, testkit.Token(testToken), discardPublisher{}, slog.New(slog.NewJSONHandler(discard{}, nil)))
 	ev := signed(body, "build.finished").event()
 	ctx := context.Background()
 	b.SetBytes(int64(len(body)))
@@ -499,7 +499,7 @@ func TestIsJSON(t *testing.T) {
 // none, the receiver drops it as before. The observer sees every
 // authenticated webhook, dropped or not.
 func TestTriggeredBuildsWithTheAPI(t *testing.T) {
-	body := testutil.Fixture(t, "build_finished_passed_triggered.json")
+	body := testkit.Fixture(t, "build_finished_passed_triggered.json")
 	body = bytes.Replace(body, []byte(`"branch": "main"`), []byte(`"branch": "release"`), 1)
 	for _, tc := range []struct {
 		name   string
@@ -512,8 +512,8 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := LoadConfig(config.NewReader(config.Map(tc.env)))
-			pub := &testutil.Publisher[queue.Message]{}
-			h := newHandler(t, testutil.Token(testToken), pub, nil, func(c *Config) { c.Rules = cfg.Rules })
+			pub := &testkit.Publisher[queue.Message]{}
+			h := newHandler(t, testkit.Token(testToken), pub, nil, func(c *Config) { c.Rules = cfg.Rules })
 			var seen []string
 			h.Observe(func(p *buildkite.Payload) { seen = append(seen, p.Event+" "+p.Build.Branch) })
 			resp, _ := h.Handle(context.Background(), signed(body, "").event())
@@ -532,9 +532,9 @@ func TestTriggeredBuildsWithTheAPI(t *testing.T) {
 // durations in milliseconds; and the first invocation counts a ColdStart.
 func TestLogKeysAndColdStart(t *testing.T) {
 	var logs, emf bytes.Buffer
-	h := newHandler(t, testutil.Token(testToken), &testutil.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	h := newHandler(t, testkit.Token(testToken), &testkit.Publisher[queue.Message]{}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	h.metrics = metrics.New(&emf, "receiver-test")
-	body := testutil.Fixture(t, "build_finished_failed.json")
+	body := testkit.Fixture(t, "build_finished_failed.json")
 	for _, id := range []string{"inv-1", "inv-2"} {
 		ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: id})
 		ctx = context.WithValue(ctx, "x-amzn-trace-id", "Root=1-66b0bf61-36613364306331652d356238;Sampled=0")

@@ -11,16 +11,17 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
+	"github.com/callgoose/buildkite-sqibs/internal/local/memstate"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // FromState reads what the dispatcher writes: the failure's order, and the
 // branch and pipeline from their own fields (a branch may hold / and #).
 func TestFromState(t *testing.T) {
-	m := state.NewMemory()
+	m := memstate.New()
 	at := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
 	live := func(it state.Item) *state.Item {
 		it.Open, it.UpdatedAt, it.ExpiresAt, it.OpenedAt = true, at, at.Add(state.TTL), at
@@ -52,7 +53,7 @@ func TestFromState(t *testing.T) {
 		}
 	}
 	// Run checks the build incident and skips the step incident.
-	st := &stack{pub: &testutil.Publisher[queue.Message]{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{"acme/api/release/2.x#hotfix": nil}}}
+	st := &stack{pub: &testkit.Publisher[queue.Message]{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{"acme/api/release/2.x#hotfix": nil}}}
 	s, _ := newReconciler(st, &fakeOpen{list: got}, Options{}).Run(context.Background(), "r", time.Time{})
 	if s.Skipped != 1 || s.Checked != 1 {
 		t.Errorf("summary %+v, want the step incident skipped and the build incident checked", s)
@@ -79,11 +80,11 @@ func TestLambdaHandle(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &stack{pub: &testutil.Publisher[queue.Message]{}, builds: &fakeBuilds{errs: tc.errs, lists: map[string][]buildkiteapi.Build{
+			st := &stack{pub: &testkit.Publisher[queue.Message]{}, builds: &fakeBuilds{errs: tc.errs, lists: map[string][]buildkiteapi.Build{
 				"acme/api/main": {apiBuild(11, "failed", "main", t0.Add(time.Minute))},
 				"acme/api/dev":  {apiBuild(4, "failed", "dev", t0.Add(time.Minute))},
 			}}}
-			emf := &testutil.Buffer{}
+			emf := &testkit.Buffer{}
 			l := Lambda{R: newReconciler(st, tc.open, Options{}), Metrics: metrics.New(emf, "reconciler-test")}
 			ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: "req-7"})
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)

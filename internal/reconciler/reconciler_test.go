@@ -15,7 +15,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 var t0 = time.Date(2026, 8, 5, 12, 0, 0, 0, time.UTC)
@@ -37,7 +37,7 @@ type fakeBuilds struct {
 	builds map[string]*buildkiteapi.Build
 	errs   map[string]error // by the same keys, first
 	orgs   map[string]error // CheckOrg by org; missing = readable
-	clock  *testutil.Clock
+	clock  *testkit.Clock
 	cost   time.Duration
 	calls  []string
 }
@@ -98,15 +98,15 @@ func open(branch string, failed int64, at time.Time) Incident {
 
 type stack struct {
 	builds *fakeBuilds
-	pub    *testutil.Publisher[queue.Message]
-	clock  *testutil.Clock
+	pub    *testkit.Publisher[queue.Message]
+	clock  *testkit.Clock
 	logs   *bytes.Buffer
 	sleeps []time.Duration
 }
 
 func newReconciler(st *stack, open *fakeOpen, o Options) *Reconciler {
 	if st.clock == nil {
-		st.clock = testutil.NewClock(t0)
+		st.clock = testkit.NewClock(t0)
 	}
 	st.builds.clock = st.clock
 	st.logs = &bytes.Buffer{}
@@ -242,7 +242,7 @@ func TestReconcileOne(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &stack{builds: &fakeBuilds{lists: tc.lists, builds: tc.builds, errs: tc.errs, orgs: tc.orgs}, pub: &testutil.Publisher[queue.Message]{Err: tc.pubErr}}
+			st := &stack{builds: &fakeBuilds{lists: tc.lists, builds: tc.builds, errs: tc.errs, orgs: tc.orgs}, pub: &testkit.Publisher[queue.Message]{Err: tc.pubErr}}
 			r := newReconciler(st, &fakeOpen{list: []Incident{tc.inc}}, Options{})
 			got, err := r.Run(context.Background(), "run-1", time.Time{})
 			if err != nil {
@@ -292,7 +292,7 @@ func TestOrgCheckedOncePerRun(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &stack{builds: &fakeBuilds{lists: tc.lists}, pub: &testutil.Publisher[queue.Message]{}}
+			st := &stack{builds: &fakeBuilds{lists: tc.lists}, pub: &testkit.Publisher[queue.Message]{}}
 			r := newReconciler(st, &fakeOpen{list: tc.incs}, Options{})
 			if _, err := r.Run(context.Background(), "run-1", time.Time{}); err != nil {
 				t.Fatal(err)
@@ -335,7 +335,7 @@ func TestBudgetAndDeadline(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			o, lists := failing(tc.n)
-			st := &stack{builds: &fakeBuilds{lists: lists, cost: tc.cost}, pub: &testutil.Publisher[queue.Message]{}}
+			st := &stack{builds: &fakeBuilds{lists: lists, cost: tc.cost}, pub: &testkit.Publisher[queue.Message]{}}
 			r := newReconciler(st, o, tc.opts)
 			var dl time.Time
 			if tc.deadline > 0 {
@@ -381,7 +381,7 @@ func TestRateLimited(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o, lists := failing(3)
 			fb := &rateLimitedBuilds{fakeBuilds: fakeBuilds{lists: lists}, key: "acme/api/b1", answers: tc.errs}
-			st := &stack{builds: &fb.fakeBuilds, pub: &testutil.Publisher[queue.Message]{}}
+			st := &stack{builds: &fb.fakeBuilds, pub: &testkit.Publisher[queue.Message]{}}
 			r := newReconciler(st, o, Options{})
 			r.builds = fb
 			got, err := r.Run(context.Background(), "run-1", time.Time{})
@@ -425,7 +425,7 @@ func (f *rateLimitedBuilds) FinishedBuilds(ctx context.Context, org, pipeline, b
 }
 
 func TestOpenIncidentsFail(t *testing.T) {
-	st := &stack{builds: &fakeBuilds{}, pub: &testutil.Publisher[queue.Message]{}}
+	st := &stack{builds: &fakeBuilds{}, pub: &testkit.Publisher[queue.Message]{}}
 	r := newReconciler(st, &fakeOpen{err: errors.New("dynamodb: throttled")}, Options{})
 	got, err := r.Run(context.Background(), "run-1", time.Time{})
 	if err == nil || got.Errors != 1 || got.Checked != 0 || len(st.builds.calls) != 0 {
@@ -441,7 +441,7 @@ func TestShuffledByDefault(t *testing.T) {
 	seen := map[string]bool{}
 	for range 5 {
 		fb := &fakeBuilds{lists: lists}
-		r := New(o, fb, fb, &testutil.Publisher[queue.Message]{}, Options{Budget: 1})
+		r := New(o, fb, fb, &testkit.Publisher[queue.Message]{}, Options{Budget: 1})
 		if _, err := r.Run(context.Background(), "r", time.Time{}); err != nil {
 			t.Fatal(err)
 		}
@@ -458,7 +458,7 @@ func TestShuffledByDefault(t *testing.T) {
 // pipeline whose default branch is not main.
 func TestGoneResolveMapsOnAnyDefaultBranch(t *testing.T) {
 	inc := open("develop", 10, t0.Add(-time.Hour))
-	st := &stack{pub: &testutil.Publisher[queue.Message]{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{}}}
+	st := &stack{pub: &testkit.Publisher[queue.Message]{}, builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{}}}
 	s, err := newReconciler(st, &fakeOpen{list: []Incident{inc}}, Options{}).Run(context.Background(), "run-1", time.Time{})
 	if err != nil || s.NotFound != 1 || st.pub.Len() != 1 {
 		t.Fatalf("summary %+v, %d queued, err %v: want one 404 resolve", s, st.pub.Len(), err)

@@ -12,9 +12,9 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
-	"github.com/callgoose/buildkite-sqibs/internal/buildkitesim"
+	"github.com/callgoose/buildkite-sqibs/internal/local/buildkitesim"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 const simToken = "bkua_reconciler-TEST-token"
@@ -22,7 +22,7 @@ const simToken = "bkua_reconciler-TEST-token"
 // simStack is the reconciler with the real client against the simulator.
 type simStack struct {
 	sim  *buildkitesim.Server
-	pub  *testutil.Publisher[queue.Message]
+	pub  *testkit.Publisher[queue.Message]
 	logs *bytes.Buffer
 	r    *Reconciler
 }
@@ -32,11 +32,11 @@ func newSimStack(t *testing.T, incs []Incident, o Options) *simStack {
 	sim := buildkitesim.New(simToken)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() { sim.Close(); srv.Close() })
-	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2", Timeout: time.Second}, testutil.Token(simToken), nil)
+	c, err := buildkiteapi.New(buildkiteapi.Config{BaseURL: srv.URL + "/v2", Timeout: time.Second}, testkit.Token(simToken), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &simStack{sim: sim, pub: &testutil.Publisher[queue.Message]{}, logs: &bytes.Buffer{}}
+	st := &simStack{sim: sim, pub: &testkit.Publisher[queue.Message]{}, logs: &bytes.Buffer{}}
 	o.Log = slog.New(slog.NewJSONHandler(st.logs, nil))
 	o.Shuffle = func(int, func(i, j int)) {}
 	st.r = New(&fakeOpen{list: incs}, c, c, st.pub, o)
@@ -46,7 +46,7 @@ func newSimStack(t *testing.T, incs []Incident, o Options) *simStack {
 // webhook parses a fixture of internal/buildkite/testdata as build n.
 func webhook(t *testing.T, name string, n int64, state string, finished time.Time) *buildkite.Payload {
 	t.Helper()
-	p := testutil.Webhook(t, name)
+	p := testkit.Webhook(t, name)
 	p.Build.Number, p.Build.State, p.Build.ID = n, state, fmt.Sprintf("build-%d", n)
 	p.Build.WebURL = fmt.Sprintf("https://buildkite.com/acme/deploy-api/builds/%d", n)
 	p.Build.FinishedAt = buildkite.Time{Time: finished}

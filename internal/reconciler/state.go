@@ -8,7 +8,7 @@ import (
 )
 
 // StateLister lists the open incidents of the incident state (DESIGN §5b):
-// *state.Memory, and *dynamo.Store over STATE_TABLE (a Scan).
+// *memstate.Store, and *dynamo.Store over STATE_TABLE (a Scan).
 type StateLister interface {
 	ListOpen(ctx context.Context) ([]state.Item, error)
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 const (
@@ -80,10 +80,10 @@ var (
 	errDenied   = &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not allowed"}
 )
 
-func newSource(t *testing.T, ttl time.Duration, steps ...step) (*Source, *fakeSM, *testutil.Clock) {
+func newSource(t *testing.T, ttl time.Duration, steps ...step) (*Source, *fakeSM, *testkit.Clock) {
 	t.Helper()
 	f := &fakeSM{steps: steps}
-	c := testutil.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := testkit.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := FromSecretsManager(f, testID, ttl)
 	s.now = c.Now
 	return s, f, c

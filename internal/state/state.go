@@ -13,8 +13,10 @@
 package state
 
 import (
+	"cmp"
 	"errors"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -372,4 +374,16 @@ func notNewer(c int) Verdict {
 		return Verdict{Reason: ReasonDuplicate}
 	}
 	return Verdict{Reason: ReasonStale}
+}
+
+// Any as an Item's Version makes a store's Put unconditional: alias items,
+// which only ever point at the newest incident an id opened.
+const Any int64 = -1
+
+// SortOpen orders open incidents oldest first, then by id (every store's
+// ListOpen, for scripts/incidents and the reconciler).
+func SortOpen(items []Item) {
+	slices.SortFunc(items, func(a, b Item) int {
+		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(a.ID, b.ID))
+	})
 }

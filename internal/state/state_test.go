@@ -9,7 +9,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // base is an arbitrary instant the scenarios count from.
@@ -41,7 +41,7 @@ func observe(t *testing.T, r incident.Rules, p *buildkite.Payload) Event {
 func build(t *testing.T, kind string, n int64, m int) Event {
 	t.Helper()
 	file := map[string]string{"failed": "build_finished_failed.json", "passed": "build_finished_passed.json", "failing": "build_failing.json"}[kind]
-	p := testutil.Webhook(t, file)
+	p := testkit.Webhook(t, file)
 	p.Build.Number = n
 	p.Build.ID = fmt.Sprintf("build-%d", n)
 	if kind == "failing" {
@@ -55,7 +55,7 @@ func build(t *testing.T, kind string, n int64, m int) Event {
 // rebuild is build #n, a rebuild of #of, finished at minute m.
 func rebuild(t *testing.T, kind string, n, of int64, m int) Event {
 	t.Helper()
-	p := testutil.Webhook(t, "build_finished_"+kind+".json")
+	p := testkit.Webhook(t, "build_finished_"+kind+".json")
 	p.Build.Number, p.Build.ID = n, fmt.Sprintf("build-%d", n)
 	p.Build.RebuiltFrom = &buildkite.BuildRef{ID: fmt.Sprintf("build-%d", of), Number: of}
 	p.Build.FinishedAt = buildkite.Time{Time: at(m)}
@@ -71,7 +71,7 @@ func shard(t *testing.T, failed bool, n int64, i int, name string, m int) Event 
 	if failed {
 		file = "job_finished_failed.json"
 	}
-	p := testutil.Webhook(t, file)
+	p := testkit.Webhook(t, file)
 	p.Build.Number, p.Build.ID = n, fmt.Sprintf("build-%d", n)
 	p.Job.FinishedAt = buildkite.Time{Time: at(m)}
 	if i >= 0 {
@@ -348,7 +348,7 @@ func TestObserve(t *testing.T) {
 	if m := shard(t, false, 5, -1, "test linux", 0); m.Job != "test linux" {
 		t.Errorf("matrix job key %q", m.Job)
 	}
-	p := testutil.Webhook(t, "build_finished_failed.json")
+	p := testkit.Webhook(t, "build_finished_failed.json")
 	p.Pipeline.ID = ""
 	if ev := observe(t, incident.DefaultRules(), p); ev.AliasKey != "" {
 		t.Errorf("no pipeline id, alias key %q", ev.AliasKey)

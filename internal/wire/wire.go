@@ -1,6 +1,6 @@
 // Package wire builds each function's handler from its environment: the
 // one place where configuration meets clients. The Lambda mains call it
-// with AWS for everything; make dev's stack (internal/devstack) and the
+// with AWS for everything; make dev's stack (internal/local/devstack) and the
 // tests call it with local stand-ins where they own a part (the queue, the
 // incident state, a token), so the same settings, defaults and checks run
 // everywhere and a variable is read in one place only.

@@ -10,8 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/callgoose/buildkite-sqibs/internal/config"
-	"github.com/callgoose/buildkite-sqibs/internal/memqueue"
-	"github.com/callgoose/buildkite-sqibs/internal/state"
+	"github.com/callgoose/buildkite-sqibs/internal/local/memqueue"
+	"github.com/callgoose/buildkite-sqibs/internal/local/memstate"
 )
 
 var errNoAWS = errors.New("no AWS here")
@@ -47,7 +47,7 @@ func TestWhatEachFunctionNeeds(t *testing.T) {
 		}, ""},
 		{"dispatcher with its queue and state", func() error {
 			_, err := Dispatcher(config.Map(map[string]string{"SQIBS_URL": "https://s/v1/process", "SQIBS_API_TOKEN": "t"}),
-				DispatcherDeps{Base: base, Visibility: q, DeadLetters: q, State: state.NewMemory()})
+				DispatcherDeps{Base: base, Visibility: q, DeadLetters: q, State: memstate.New()})
 			return err
 		}, ""},
 		{"dispatcher needs an SQIBS token", func() error {
@@ -65,11 +65,11 @@ func TestWhatEachFunctionNeeds(t *testing.T) {
 			return err
 		}, "MAX_BACKOFF"},
 		{"reconciler needs a Buildkite API token", func() error {
-			_, err := Reconciler(config.Map(nil), ReconcilerDeps{Base: base, State: state.NewMemory(), Publisher: q})
+			_, err := Reconciler(config.Map(nil), ReconcilerDeps{Base: base, State: memstate.New(), Publisher: q})
 			return err
 		}, "BUILDKITE_API_TOKEN is required"},
 		{"reconciler with its state and queue", func() error {
-			_, err := Reconciler(config.Map(map[string]string{"BUILDKITE_API_TOKEN": "t"}), ReconcilerDeps{Base: base, State: state.NewMemory(), Publisher: q})
+			_, err := Reconciler(config.Map(map[string]string{"BUILDKITE_API_TOKEN": "t"}), ReconcilerDeps{Base: base, State: memstate.New(), Publisher: q})
 			return err
 		}, ""},
 		{"reconciler without them needs STATE_TABLE and QUEUE_URL", func() error {

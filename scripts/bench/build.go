@@ -10,7 +10,7 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/callgoose/buildkite-sqibs/internal/buildtags"
+	"github.com/callgoose/buildkite-sqibs/internal/local/buildtags"
 )
 
 // buildFlags are `make build`'s: the deployed bootstrap's flags.
@@ -20,7 +20,7 @@ var buildFlags = []string{"-tags", buildtags.Lambda, "-trimpath", "-ldflags=-s -
 const (
 	pkgReceiver   = "./functions/receiver"
 	pkgDispatcher = "./functions/dispatcher"
-	pkgHello      = "./internal/runtimeapi/testdata/hello"
+	pkgHello      = "./internal/local/runtimeapi/testdata/hello"
 	pkgHelloSDK   = "./scripts/bench/testdata/hellosdk"
 )
 

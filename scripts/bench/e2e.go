@@ -14,10 +14,10 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
-	"github.com/callgoose/buildkite-sqibs/internal/devstack"
-	"github.com/callgoose/buildkite-sqibs/internal/poller"
-	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
-	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
+	"github.com/callgoose/buildkite-sqibs/internal/local/devstack"
+	"github.com/callgoose/buildkite-sqibs/internal/local/poller"
+	"github.com/callgoose/buildkite-sqibs/internal/local/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/local/tailbuf"
 )
 
 const benchWebhookToken = "bench-webhook-token"

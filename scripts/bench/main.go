@@ -11,7 +11,7 @@
 //   - the size of each linux/arm64 bootstrap, built as `make build` builds it;
 //   - each bootstrap's start (exec → first /next request of the Runtime API)
 //     against a hello-world aws-lambda-go bootstrap built the same way;
-//   - end to end on this machine (internal/devstack: receiver, in-process
+//   - end to end on this machine (internal/local/devstack: receiver, in-process
 //     FIFO queue, dispatcher, SQIBS simulator): webhooks/s and the latency
 //     from sending a webhook to SQIBS receiving its incident event;
 //   - DynamoDB calls per event end to end with the incident state table

@@ -18,7 +18,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
 )
 
 // -smoke runs every measurement at a tiny size (builds, bootstraps,

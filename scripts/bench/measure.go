@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
 )
 
 // measureAll measures the sections o asks for, in an order that keeps the

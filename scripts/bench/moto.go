@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
 )
 
 // motoServer is a moto_server (local AWS emulator) this command started,

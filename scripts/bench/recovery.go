@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/callgoose/buildkite-sqibs/internal/devstack"
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
-	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
+	"github.com/callgoose/buildkite-sqibs/internal/local/devstack"
+	"github.com/callgoose/buildkite-sqibs/internal/local/tailbuf"
 )
 
 // recoveryScale compresses the outage drill: a real-world minute takes a

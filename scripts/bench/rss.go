@@ -12,10 +12,10 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+	"github.com/callgoose/buildkite-sqibs/internal/local/runtimeapi"
+	"github.com/callgoose/buildkite-sqibs/internal/local/sqibssim"
+	"github.com/callgoose/buildkite-sqibs/internal/local/tailbuf"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
-	"github.com/callgoose/buildkite-sqibs/internal/runtimeapi"
-	"github.com/callgoose/buildkite-sqibs/internal/sqibssim"
-	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
 )
 
 // Function timeouts as template.yaml sets them: the dispatcher keeps

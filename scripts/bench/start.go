@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/callgoose/buildkite-sqibs/internal/runtimeapi"
-	"github.com/callgoose/buildkite-sqibs/internal/tailbuf"
+	"github.com/callgoose/buildkite-sqibs/internal/local/runtimeapi"
+	"github.com/callgoose/buildkite-sqibs/internal/local/tailbuf"
 )
 
 // unreachable is an address nothing listens on: configuration that must be

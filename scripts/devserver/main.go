@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/app"
-	"github.com/callgoose/buildkite-sqibs/internal/devstack"
+	"github.com/callgoose/buildkite-sqibs/internal/local/devstack"
 )
 
 func main() {

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
 // The real binary, started as `make dev` starts it: it prints the ready
@@ -64,7 +64,7 @@ func TestDevServerBinary(t *testing.T) {
 		t.Errorf("start-up lines differ from the README's Quick start:\ngot:\n%s\nREADME:\n%s", got, want)
 	}
 
-	body := testutil.Fixture(t, "build_finished_failed.json")
+	body := testkit.Fixture(t, "build_finished_failed.json")
 	req, _ := http.NewRequest("POST", receiverURL, bytes.NewReader(body))
 	req.Header.Set("X-Buildkite-Signature", buildkite.Sign("local-webhook-token", time.Now(), body))
 	resp, err := http.DefaultClient.Do(req)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/state"
 	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
 )
 
 func TestMain(m *testing.M) { os.Exit(moto.Run(m)) }

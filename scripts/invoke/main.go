@@ -1,6 +1,6 @@
 // Command invoke runs one Lambda function locally, without Docker: it builds
 // the function's bootstrap for this machine, starts a local Runtime API
-// (internal/runtimeapi), runs the bootstrap against it and sends one event.
+// (internal/local/runtimeapi), runs the bootstrap against it and sends one event.
 //
 //	go run ./scripts/invoke -fn receiver -event events/receiver-ping.json [-env events/env.json] [-timeout 10s]
 //
@@ -35,8 +35,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/callgoose/buildkite-sqibs/internal/buildtags"
-	"github.com/callgoose/buildkite-sqibs/internal/runtimeapi"
+	"github.com/callgoose/buildkite-sqibs/internal/local/buildtags"
+	"github.com/callgoose/buildkite-sqibs/internal/local/runtimeapi"
 )
 
 const (

@@ -14,7 +14,7 @@ import (
 
 // helloPkg is runtimeapi's echo function (see its main.go for the inputs
 // that make it fail, panic, exit or sleep).
-const helloPkg = "../../internal/runtimeapi/testdata/hello"
+const helloPkg = "../../internal/local/runtimeapi/testdata/hello"
 
 var hello struct {
 	once sync.Once

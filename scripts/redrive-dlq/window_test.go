@@ -20,12 +20,12 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
-	"github.com/callgoose/buildkite-sqibs/internal/poller"
+	"github.com/callgoose/buildkite-sqibs/internal/local/poller"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 	"github.com/callgoose/buildkite-sqibs/internal/sqibs"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil"
-	"github.com/callgoose/buildkite-sqibs/internal/testutil/moto"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit"
+	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
 )
 
 // An incident's events fail (SQIBS 503) for longer than RETRY_FOR, on a
@@ -40,7 +40,7 @@ func TestRetryWindowExceededThenRedriven(t *testing.T) {
 	dlqURL := moto.CreateFIFO(t, client, "buildkite-sqibs-dead-letter.fifo")
 	src := poller.NewSQSSource(client, mainURL, "arn:aws:sqs:us-east-1:123456789012:buildkite-sqibs-events.fifo")
 
-	fixture := testutil.Fixture(t, "build_finished_failed.json")
+	fixture := testkit.Fixture(t, "build_finished_failed.json")
 	pub := queue.NewSQSPublisher(client, mainURL)
 	for _, b := range []struct {
 		number int64
@@ -81,12 +81,12 @@ func TestRetryWindowExceededThenRedriven(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := testutil.NewClock(time.Now().Add(time.Hour)) // the events are an hour old
-	logs := &testutil.Buffer{}
+	clock := testkit.NewClock(time.Now().Add(time.Hour)) // the events are an hour old
+	logs := &testkit.Buffer{}
 	h := dispatcher.New(dispatcher.Config{
 		Rules: incident.DefaultRules(), Now: clock.Now,
 		// Sub-second backoffs reach SQS as a visibility of 0. moto gap:
-		// FIFO order (internal/testutil/moto): one that expired would let
+		// FIFO order (internal/testkit/moto): one that expired would let
 		// moto reorder the group; SQS would not.
 		BackoffBase: time.Millisecond,
 	}, sc, &queue.SQSVisibility{API: client}, &queue.SQSDeadLetter{API: client, URL: dlqURL},
