@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -18,6 +19,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
+	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 )
 
@@ -103,4 +105,46 @@ func Token(r *config.Reader, spec TokenSpec, ttl time.Duration, aws func() (aws.
 		return nil, err
 	}
 	return secret.FromSecretsManager(SecretsClient(cfg), arn, ttl, secret.WithLogger(log)), nil
+}
+
+// Base is what every function's wiring runs with (receiver.FromEnv,
+// dispatcher.FromEnv, reconciler.FromEnv).
+type Base struct {
+	// AWS loads the SDK configuration when a client is needed (never with
+	// local stand-ins for every AWS part). nil: LambdaAWSConfig, from the
+	// variables Lambda sets.
+	AWS     func() (aws.Config, error)
+	Log     *slog.Logger
+	Metrics *metrics.Emitter // nil writes none
+}
+
+// AWSConfig is b.AWS, or LambdaAWSConfig when none is set.
+func (b Base) AWSConfig() func() (aws.Config, error) {
+	if b.AWS == nil {
+		return LambdaAWSConfig
+	}
+	return b.AWS
+}
+
+// Logger is b.Log, or one that discards.
+func (b Base) Logger() *slog.Logger {
+	if b.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return b.Log
+}
+
+// Lambda runs one function in AWS Lambda: the JSON logger, the metrics,
+// the handler built from the process's environment by build (a bad value
+// stops the process with one line naming the variable), then the runtime
+// loop. Each function's main is one call to it with that function's
+// LambdaHandler, so the three are wired the same way and only with what
+// each links.
+func Lambda(build func(env config.Env, b Base) (handler any, err error)) {
+	log := NewLogger(os.Stderr)
+	h, err := build(os.LookupEnv, Base{Log: log, Metrics: metrics.New(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME"))})
+	if err != nil {
+		Exit(log, err)
+	}
+	lambda.Start(h)
 }

@@ -37,10 +37,11 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/local/sqibssim"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/receiver"
 	"github.com/callgoose/buildkite-sqibs/internal/reconciler"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 	"github.com/callgoose/buildkite-sqibs/internal/state"
-	"github.com/callgoose/buildkite-sqibs/internal/wire"
+	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 )
 
 // Defaults of DESIGN §6. They are not secrets: they only exist on a laptop.
@@ -275,14 +276,14 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			s.closeServers()
 			return nil, err
 		}
-		s.State = wire.StateTable(cfg, stateTable)
+		s.State = dynamo.FromConfig(cfg, stateTable)
 		log.Info("incident state in DynamoDB", "table", stateTable)
 	} else {
 		s.State = memstate.New()
 		log.Info("STATE_TABLE is not set: incident state is kept in process and lost at exit")
 	}
-	base := wire.Base{AWS: awsConfig, Log: log, Metrics: m}
-	s.Dispatcher, err = wire.Dispatcher(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}), wire.DispatcherDeps{
+	base := app.Base{AWS: awsConfig, Log: log, Metrics: m}
+	s.Dispatcher, err = dispatcher.FromEnv(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}), dispatcher.Deps{
 		Base: base, SQIBSTokens: sqibsTokens, API: api, Visibility: vis, DeadLetters: dlq, State: s.State,
 		Tune: func(c *dispatcher.Config) {
 			if o.BackoffBase > 0 {
@@ -317,7 +318,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, err
 	}
 
-	rh, err := wire.Receiver(o.Env, wire.ReceiverDeps{Base: base, Tokens: webhookTokens, Publisher: pub, BuildkiteAPI: api != nil})
+	rh, err := receiver.FromEnv(o.Env, receiver.Deps{Base: base, Tokens: webhookTokens, Publisher: pub, BuildkiteAPI: api != nil})
 	if err != nil {
 		_ = s.StopDispatcher(ctx)
 		s.closeServers()
@@ -335,7 +336,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, fmt.Errorf("receiver on DEV_ADDR=%s: %w", addr, err)
 	}
 	if api != nil && every > 0 {
-		if s.Reconciler, err = wire.Reconciler(o.Env, wire.ReconcilerDeps{Base: base, API: api, State: s.State, Publisher: pub}); err != nil {
+		if s.Reconciler, err = reconciler.FromEnv(o.Env, reconciler.Deps{Base: base, API: api, State: s.State, Publisher: pub}); err != nil {
 			_ = s.StopDispatcher(ctx)
 			s.closeServers()
 			return nil, err

@@ -185,3 +185,8 @@ func CreateTable(ctx context.Context, api CreateAPI, table string) error {
 	}
 	return nil
 }
+
+// FromConfig is the store over table with a client from awsCfg that
+// honours AWS_ENDPOINT_URL_DYNAMODB: for the dispatcher's guard, the
+// reconciler's list of open incidents, make dev and scripts/incidents.
+func FromConfig(awsCfg aws.Config, table string) *Store { return New(NewClient(awsCfg), table) }

@@ -32,6 +32,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/callgoose/buildkite-sqibs/internal/app"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/dispatcher"
@@ -42,7 +43,6 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/receiver"
 	"github.com/callgoose/buildkite-sqibs/internal/testkit"
-	"github.com/callgoose/buildkite-sqibs/internal/wire"
 )
 
 // The events/*.json files are generated from the Buildkite fixtures, so they
@@ -670,27 +670,27 @@ func noAWS() (aws.Config, error) {
 	return aws.Config{}, errors.New("events/env.json configures literal tokens: no AWS call expected")
 }
 
-// newReceiver builds the receiver as functions/receiver does (wire), from
+// newReceiver builds the receiver as functions/receiver does (receiver.FromEnv), from
 // env, queueing to pub.
 func newReceiver(t *testing.T, env map[string]string, pub queue.Publisher, logs io.Writer) *receiver.Handler {
 	t.Helper()
-	h, err := wire.Receiver(config.Map(env), wire.ReceiverDeps{Publisher: pub,
-		Base: wire.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
+	h, err := receiver.FromEnv(config.Map(env), receiver.Deps{Publisher: pub,
+		Base: app.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
 }
 
-// newDispatcher builds the dispatcher as functions/dispatcher does (wire),
+// newDispatcher builds the dispatcher as functions/dispatcher does (dispatcher.FromEnv),
 // from env with SQIBS_URL replaced by sqibsURL, dead-lettering to dlq and
 // reaching SQIBS with hc.
 func newDispatcher(t *testing.T, env map[string]string, sqibsURL string, hc *http.Client, dlq dispatcher.DeadLetters, logs io.Writer) *dispatcher.Handler {
 	t.Helper()
 	env = maps.Clone(env)
 	env["SQIBS_URL"] = sqibsURL
-	h, err := wire.Dispatcher(config.Map(env), wire.DispatcherDeps{DeadLetters: dlq, Visibility: noVisibility{}, HTTPClient: hc,
-		Base: wire.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
+	h, err := dispatcher.FromEnv(config.Map(env), dispatcher.Deps{DeadLetters: dlq, Visibility: noVisibility{}, HTTPClient: hc,
+		Base: app.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/callgoose/buildkite-sqibs/internal/app"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
 	"github.com/callgoose/buildkite-sqibs/internal/local/buildkitesim"
 	"github.com/callgoose/buildkite-sqibs/internal/local/memstate"
@@ -28,18 +29,17 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
 	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 	"github.com/callgoose/buildkite-sqibs/internal/testkit/moto"
-	"github.com/callgoose/buildkite-sqibs/internal/wire"
 )
 
 // newReconcilerFn builds the reconciler as functions/reconciler does
-// (wire), from env with BUILDKITE_API_URL replaced by apiURL, over the
+// (reconciler.FromEnv), from env with BUILDKITE_API_URL replaced by apiURL, over the
 // state open and the queue pub.
 func newReconcilerFn(t *testing.T, env map[string]string, apiURL string, open reconciler.StateLister, pub queue.Publisher, logs io.Writer) *reconciler.Lambda {
 	t.Helper()
 	env = maps.Clone(env)
 	env["BUILDKITE_API_URL"] = apiURL
-	h, err := wire.Reconciler(config.Map(env), wire.ReconcilerDeps{State: open, Publisher: pub,
-		Base: wire.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
+	h, err := reconciler.FromEnv(config.Map(env), reconciler.Deps{State: open, Publisher: pub,
+		Base: app.Base{AWS: noAWS, Log: slog.New(slog.NewJSONHandler(logs, nil))}})
 	if err != nil {
 		t.Fatal(err)
 	}
