@@ -51,6 +51,10 @@ type Incident struct {
 	// for a rebuild the number it rebuilt (DESIGN §5b); 0 when unknown.
 	FailedBuild int64
 	FailedAt    time.Time // the failure event's own time
+	// Rebuilds are the state's recent rebuilds (number → the original
+	// build of its chain), so a rebuild of a rebuild orders as the state
+	// orders it.
+	Rebuilds map[string]int64
 }
 
 // OpenIncidents lists the incidents that are open (the state table).
@@ -307,6 +311,9 @@ func newer(b *buildkiteapi.Build, inc *Incident) bool {
 	n := b.Number
 	if b.RebuiltFrom != nil && b.RebuiltFrom.Number > 0 {
 		n = b.RebuiltFrom.Number
+		if orig, ok := inc.Rebuilds[strconv.FormatInt(n, 10)]; ok {
+			n = orig
+		}
 	}
 	if n != inc.FailedBuild {
 		return n > inc.FailedBuild

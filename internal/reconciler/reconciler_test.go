@@ -161,6 +161,12 @@ func TestReconcileOne(t *testing.T) {
 	failedAt := t0.Add(-time.Hour)
 	rebuild := apiBuild(20, "passed", "main", t0.Add(-time.Minute))
 	rebuild.RebuiltFrom = &buildkite.BuildRef{Number: 9}
+	// #21 rebuilt #20, itself a rebuild of #9: the state remembers the
+	// chain, so #21 orders as #9, before the failure of #10.
+	chained := apiBuild(21, "passed", "main", t0)
+	chained.RebuiltFrom = &buildkite.BuildRef{Number: 20}
+	chainInc := open("main", 10, failedAt)
+	chainInc.Rebuilds = map[string]int64{"20": 9}
 	otherSlug := apiBuild(11, "passed", "main", t0)
 	otherSlug.Pipeline.Slug = "api-v2"
 	tests := []struct {
@@ -196,6 +202,9 @@ func TestReconcileOne(t *testing.T) {
 			want:  Summary{Checked: 1, StillFailing: 1, Calls: 1}, calls: "acme/api/main"},
 		{name: "a rebuild orders as the build it rebuilt", inc: open("main", 10, failedAt),
 			lists: map[string][]buildkiteapi.Build{"acme/api/main": {rebuild}},
+			want:  Summary{Checked: 1, StillFailing: 1, Calls: 1}, calls: "acme/api/main"},
+		{name: "a rebuild of a rebuild orders as the original build", inc: chainInc,
+			lists: map[string][]buildkiteapi.Build{"acme/api/main": {chained}},
 			want:  Summary{Checked: 1, StillFailing: 1, Calls: 1}, calls: "acme/api/main"},
 		{name: "the failed build itself passed on a retry (same number, later)", inc: open("main", 10, failedAt),
 			lists: map[string][]buildkiteapi.Build{"acme/api/main": {apiBuild(10, "passed", "main", failedAt.Add(time.Minute))}},

@@ -46,5 +46,6 @@ func fromItem(it *state.Item) Incident {
 		Branch:      it.Branch,
 		FailedBuild: it.Order.Build,
 		FailedAt:    it.Order.At,
+		Rebuilds:    it.Rebuilds,
 	}
 }

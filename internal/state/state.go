@@ -98,6 +98,13 @@ type Item struct {
 	// oldest build whose jobs still count (see applyJob).
 	Jobs  map[string]Job `dynamodbav:"jobs,omitempty" json:"jobs,omitempty"`
 	Floor int64          `dynamodbav:"floor,omitempty" json:"floor,omitempty"`
+	// Rebuilds maps the number of each recent rebuild to the number it is
+	// ordered as: the original build of its chain. Buildkite's
+	// rebuilt_from names the build rebuilt, which may itself be a rebuild
+	// (#13 of #12 of #10), and the chain must order as #10, not #12, or a
+	// newer commit's #11 would look older than it (see ordering). The
+	// newest maxRebuilds are kept.
+	Rebuilds map[string]int64 `dynamodbav:"rebuilds,omitempty" json:"rebuilds,omitempty"`
 	// AliasOf, on an alias item (Event.AliasKey), is the incident id that
 	// the pipeline's id and branch last opened, so a renamed pipeline
 	// resolves the incident its old slug opened. AliasKey and
@@ -133,10 +140,15 @@ func (it *Item) FailingJobs() []string {
 
 // Event is what the state rules see of one mapped event.
 type Event struct {
-	ID       string // incident id
-	Failed   bool   // FAILED or ERROR (a trigger), else a resolve
-	Status   string
-	Order    Order
+	ID     string // incident id
+	Failed bool   // FAILED or ERROR (a trigger), else a resolve
+	Status string
+	// Order is the event's position; for a rebuild its build is the build
+	// rebuilt, until Decide follows the chain to the original (ordering).
+	Order Order
+	// Number and RebuiltFrom are the build's own number and, for a
+	// rebuild, the number of the build it rebuilt (0 otherwise).
+	Number, RebuiltFrom int64
 	BuildID  string // counts a build's failure once (build.failing, then build.finished)
 	Job      string // step incidents: the job's key within the step; "" for build incidents
 	Step     bool   // a step (job) incident
@@ -169,9 +181,11 @@ func Observe(p *buildkite.Payload, e incident.Event) (Event, error) {
 		StepName: e.Job,
 		Step:     e.Job != "",
 	}
+	ev.Number = e.BuildNumber
 	if b := p.Build; b != nil {
 		ev.BuildID = b.ID
 		if b.RebuiltFrom != nil && b.RebuiltFrom.Number > 0 {
+			ev.RebuiltFrom = b.RebuiltFrom.Number
 			ev.Order.Build = b.RebuiltFrom.Number
 		}
 	}
@@ -238,6 +252,41 @@ type Verdict struct {
 	Recovery time.Duration
 }
 
+// maxRebuilds bounds Item.Rebuilds: chains are short and recent.
+const maxRebuilds = 16
+
+// ordering is the build number ev is ordered as: its own; for a rebuild,
+// that of the original build of its chain, as far as the item remembers
+// the chain (a rebuild of a build it never saw orders as that build). It
+// records a rebuild in next, so a rebuild of it finds the original.
+func ordering(next *Item, ev Event) int64 {
+	if ev.RebuiltFrom <= 0 {
+		return ev.Order.Build
+	}
+	n := ev.RebuiltFrom
+	if orig, ok := next.Rebuilds[strconv.FormatInt(ev.RebuiltFrom, 10)]; ok {
+		n = orig
+	}
+	if ev.Number > 0 {
+		r := maps.Clone(next.Rebuilds)
+		if r == nil {
+			r = map[string]int64{}
+		}
+		r[strconv.FormatInt(ev.Number, 10)] = n
+		for len(r) > maxRebuilds { // drop the oldest rebuild
+			oldest, key := int64(-1), ""
+			for k := range r {
+				if v, _ := strconv.ParseInt(k, 10, 64); oldest < 0 || v < oldest {
+					oldest, key = v, k
+				}
+			}
+			delete(r, key)
+		}
+		next.Rebuilds = r
+	}
+	return n
+}
+
 // Decide applies ev to prev (nil, or not Live, when there is none) at now.
 func Decide(prev *Item, ev Event, s Settings, now time.Time) Verdict {
 	next := Item{ID: ev.ID}
@@ -249,6 +298,7 @@ func Decide(prev *Item, ev Event, s Settings, now time.Time) Verdict {
 	}
 	absent := !prev.Live(now)
 	wasOpen := next.Open
+	ev.Order.Build = ordering(&next, ev)
 
 	var v Verdict
 	if ev.Step {

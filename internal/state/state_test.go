@@ -149,6 +149,17 @@ func TestDecide(t *testing.T) {
 				{ev: rebuild(t, "passed", 14, 13, 20), send: true, resolved: true, recovery: 20 * time.Minute},
 			}
 		}},
+		// rebuilt_from names the build rebuilt, itself perhaps a rebuild:
+		// the chain orders as its original, #10, so #11, a newer commit
+		// failing after it, is a real failure and pages.
+		{"rebuild of a rebuild orders as the original build", 1, func(t *testing.T) []step {
+			return []step{
+				{ev: build(t, "failed", 10, 0), send: true},
+				{ev: rebuild(t, "failed", 12, 10, 2), send: true},                                            // ordered #10
+				{ev: rebuild(t, "passed", 13, 12, 4), send: true, resolved: true, recovery: 4 * time.Minute}, // #12's chain: #10
+				{ev: build(t, "failed", 11, 5), send: true},                                                  // newer commit: pages
+			}
+		}},
 		{"ALERT_AFTER_FAILURES=2: fail, pass, fail, fail", 2, func(t *testing.T) []step {
 			return []step{
 				{ev: build(t, "failed", 1, 0), reason: ReasonBelowThreshold},
@@ -331,7 +342,7 @@ func TestObserve(t *testing.T) {
 	ev := build(t, "failed", 1234, 0)
 	want := Event{
 		ID: "acme/deploy-api/main", Failed: true, Status: incident.StatusFailed,
-		Order: Order{Build: 1234, At: at(0)}, BuildID: "build-1234",
+		Order: Order{Build: 1234, At: at(0)}, Number: 1234, BuildID: "build-1234",
 		URL: "https://buildkite.com/acme/deploy-api/builds/1234", Pipeline: "deploy-api", Branch: "main",
 		AliasKey: "alias:018f0c3e-8b2a-4d41-9f3c-2a6e5d7b1c90/main",
 	}
