@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"reflect"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestFromState(t *testing.T) {
 		t.Fatalf("open incidents %+v, want %d", got, len(want))
 	}
 	for _, inc := range got {
-		if w := want[inc.ID]; inc != w {
+		if w := want[inc.ID]; !reflect.DeepEqual(inc, w) {
 			t.Errorf("incident %+v, want %+v", inc, w)
 		}
 	}
