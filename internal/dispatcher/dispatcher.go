@@ -61,6 +61,10 @@ type Config struct {
 	// RetryFor is how long a transiently failing event is retried, from its
 	// SentTimestamp (RETRY_FOR); then it goes to the DLQ. Default 24 h.
 	RetryFor time.Duration
+	// ParentWait is how long a triggered build whose parent cannot be
+	// looked up is retried before it is judged by its own branch; default
+	// DefaultParentWait (enrich.go says why).
+	ParentWait time.Duration
 	// Now is the clock the age of a message is read against; default
 	// time.Now (tests and the outage bench compress time with it).
 	Now func() time.Time
@@ -124,6 +128,9 @@ func New(cfg Config, send Sender, vis Visibility, dlq DeadLetters, log *slog.Log
 	}
 	if cfg.RetryFor <= 0 {
 		cfg.RetryFor = DefaultRetryFor
+	}
+	if cfg.ParentWait <= 0 {
+		cfg.ParentWait = DefaultParentWait
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -261,7 +268,17 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 		log = log.With("origin", buildkite.Word(env.Origin))
 	}
 
-	pl, d, ok := h.cfg.Rules.MapAs(env.Payload, env.ReceivedAt, h.judge(ctx, env.Payload, log))
+	judge, err := h.judge(ctx, env.Payload, log)
+	if err != nil {
+		if sent, ok := sentAt(r); ok && h.now().Sub(sent) < h.cfg.ParentWait { // unknown age: judged at once
+			return h.transient(ctx, r, log, failure{
+				retry:  "triggered build's parent not looked up: will retry (judged by its own branch after ParentWait)",
+				giveUp: "triggered build's parent not looked up for longer than RETRY_FOR: sending the event to the dead-letter queue",
+			}, "error", err.Error())
+		}
+		log.Warn("triggered build's parent not looked up for ParentWait: judged by its own branch", "error", err.Error())
+	}
+	pl, d, ok := h.cfg.Rules.MapAs(env.Payload, env.ReceivedAt, judge)
 	if !ok {
 		// The receiver already dropped these; one can still arrive when the
 		// rules changed while it was queued.

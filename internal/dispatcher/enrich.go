@@ -2,9 +2,12 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
@@ -57,41 +60,54 @@ func (c *parents) put(k string, j incident.Judge) {
 	c.m[k] = j
 }
 
+// DefaultParentWait is how long a triggered build whose parent cannot be looked
+// up is retried before it is judged by its own branch. Judged at once, a
+// child of a pull-request build that runs on main would page for nothing
+// during an API hiccup (a 429 shared with the reconciler, a slow answer),
+// and its later pass, judged by its parent, would never resolve that page.
+// Five minutes rides out a rate-limit window; a real failure of such a
+// child pages at most this late while the API is down.
+const DefaultParentWait = 5 * time.Minute
+
+// errParentUnknown marks a triggered build whose parent could not be
+// looked up.
+var errParentUnknown = errors.New("parent build not looked up")
+
 // judge returns what p's branch and pull request are judged by: for a
-// triggered build with the API, its parent build's (enrich.Parent); else,
-// and when the parent cannot be looked up, p's own, as without the API. A
-// failed lookup is logged and counted, never fatal: the event maps as the
-// child it is.
-func (h *Handler) judge(ctx context.Context, p *buildkite.Payload, log *slog.Logger) *incident.Judge {
+// triggered build with the API, its parent build's (enrich.Parent); else
+// p's own, as without the API (nil). When the parent cannot be looked up
+// it returns errParentUnknown (wrapping the cause), counted: the caller
+// retries the event for ParentWait, then judges it by its own branch.
+func (h *Handler) judge(ctx context.Context, p *buildkite.Payload, log *slog.Logger) (*incident.Judge, error) {
 	if h.cfg.API == nil || !incident.Triggered(p.Build) {
-		return nil
+		return nil, nil
 	}
 	org := p.OrgSlug()
 	tf := p.Build.TriggeredFrom
 	key := org + "/" + tf.BuildPipelineSlug + "/" + strconv.FormatInt(tf.BuildNumber, 10)
 	if j, ok := h.parents.get(key); ok {
-		return &j
+		return &j, nil
 	}
 	if org == "" {
-		return nil // no organization in the payload's URLs: nothing to ask
+		return nil, nil // no organization in the payload's URLs: nothing to ask
 	}
 	start := h.now()
 	o, ok, err := enrich.Parent(ctx, h.cfg.API, org, p.Build)
 	if err != nil {
 		h.metrics.Count(metrics.ParentUnknown)
-		log.Warn("parent build not looked up: the triggered build is judged by its own branch",
+		log.Warn("parent build not looked up",
 			"parent_pipeline", tf.BuildPipelineSlug, "parent_build", tf.BuildNumber,
-			"error_class", buildkiteapi.Class(err), "error", err.Error(), "api_ms", h.now().Sub(start).Milliseconds())
-		return nil
+			"error_class", buildkiteapi.Class(err), "api_ms", h.now().Sub(start).Milliseconds())
+		return nil, fmt.Errorf("%w: %w", errParentUnknown, err)
 	}
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	j := incident.Judge{Branch: o.Branch, DefaultBranch: o.DefaultBranch, PullRequest: o.PullRequest, Parent: true}
 	h.parents.put(key, j)
 	log.Debug("triggered build judged by its parent", "parent_pipeline", o.Pipeline, "parent_build", o.Number,
 		"parent_pull_request", o.PullRequest, "hops", o.Hops)
-	return &j
+	return &j, nil
 }
 
 // addFailedJobs names a failed build's failed jobs in its incident

@@ -3,8 +3,8 @@ package reconciler
 import (
 	"context"
 	"errors"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 

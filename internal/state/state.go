@@ -149,13 +149,13 @@ type Event struct {
 	// Number and RebuiltFrom are the build's own number and, for a
 	// rebuild, the number of the build it rebuilt (0 otherwise).
 	Number, RebuiltFrom int64
-	BuildID  string // counts a build's failure once (build.failing, then build.finished)
-	Job      string // step incidents: the job's key within the step; "" for build incidents
-	Step     bool   // a step (job) incident
-	URL      string
-	Pipeline string // slug, the recovery metric's dimension
-	Branch   string
-	StepName string // step incidents: the step key or job name of the id
+	BuildID             string // counts a build's failure once (build.failing, then build.finished)
+	Job                 string // step incidents: the job's key within the step; "" for build incidents
+	Step                bool   // a step (job) incident
+	URL                 string
+	Pipeline            string // slug, the recovery metric's dimension
+	Branch              string
+	StepName            string // step incidents: the step key or job name of the id
 	// AliasKey names the alias item of this event's pipeline id and
 	// branch (and step); "" when the payload has no pipeline id.
 	AliasKey string

@@ -67,6 +67,7 @@ type Options struct {
 	BackoffBase time.Duration    // dispatcher retry backoff unit; tests shorten it
 	MaxBackoff  time.Duration    // cap of that backoff (default MAX_BACKOFF's); tests shorten it too
 	RetryFor    time.Duration    // how long a failing event is retried (default RETRY_FOR's); likewise
+	ParentWait  time.Duration    // how long a triggered build waits for its parent's lookup (default the dispatcher's); tests shorten it
 	DrainWait   time.Duration    // bound on draining at shutdown; default 10s
 	Poller      poller.Options   // batch size, concurrency, waits
 	// ReconcileEvery replaces RECONCILE_EVERY (tests shorten it).
@@ -294,6 +295,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			}
 			if o.RetryFor > 0 {
 				c.RetryFor = o.RetryFor
+			}
+			if o.ParentWait > 0 {
+				c.ParentWait = o.ParentWait
 			}
 		},
 	})
