@@ -42,8 +42,8 @@ func TestFromState(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]Incident{
-		"acme/api/release/2.x#hotfix": {ID: "acme/api/release/2.x#hotfix", Org: "acme", Pipeline: "api", Branch: "release/2.x#hotfix", FailedBuild: 41, FailedAt: at},
-		"acme/api/main#rspec":         {ID: "acme/api/main#rspec", Org: "acme", Pipeline: "api", Branch: "main", FailedBuild: 7, FailedAt: at},
+		"acme/api/release/2.x#hotfix": {ID: "acme/api/release/2.x#hotfix", Org: "acme", Pipeline: "api", Slug: "api", Branch: "release/2.x#hotfix", FailedBuild: 41, FailedAt: at},
+		"acme/api/main#rspec":         {ID: "acme/api/main#rspec", Org: "acme", Pipeline: "api", Slug: "api", Branch: "main", FailedBuild: 7, FailedAt: at},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("open incidents %+v, want %d", got, len(want))

@@ -23,6 +23,7 @@
 package reconciler
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -43,10 +44,13 @@ import (
 
 // Incident is one open incident as the state store knows it.
 type Incident struct {
-	ID       string // the incident id (DESIGN §5), also the FIFO group
-	Org      string
-	Pipeline string
-	Branch   string
+	ID  string // the incident id (DESIGN §5), also the FIFO group
+	Org string
+	// Pipeline is the pipeline's current slug, asked about; Slug the one
+	// in the id (they differ once a pipeline renamed while red sent an
+	// event under its new slug; "" = the same).
+	Pipeline, Slug string
+	Branch         string
 	// FailedBuild is the order number of the failure: the build number, or
 	// for a rebuild the number it rebuilt (DESIGN §5b); 0 when unknown.
 	FailedBuild int64
@@ -229,7 +233,7 @@ func (r *Reconciler) Run(ctx context.Context, runID string, deadline time.Time) 
 // reconcile checks one incident; errStop means it was not checked and the
 // run is over.
 func (st *run) reconcile(ctx context.Context, inc *Incident) error {
-	key := inc.Org + "/" + inc.Pipeline + "/" + inc.Branch
+	key := inc.Org + "/" + cmp.Or(inc.Slug, inc.Pipeline) + "/" + inc.Branch
 	if inc.ID != key || inc.Org == "" || inc.Pipeline == "" || inc.Branch == "" {
 		st.s.Skipped++ // a job incident (key#step), or an entry that does not add up
 		return nil
@@ -298,10 +302,15 @@ func (st *run) check(ctx context.Context, inc *Incident) (outcome, error) {
 		return outStillFailing, nil
 	}
 	p := b.Payload("build.finished")
-	if id := incident.BuildID(p, p.PipelineSlug(), p.Build.Branch); id != inc.ID {
+	id := incident.BuildID(p, p.PipelineSlug(), p.Build.Branch)
+	renamed := inc.Slug != "" && inc.Slug != inc.Pipeline && id == inc.Org+"/"+inc.Pipeline+"/"+inc.Branch
+	if id != inc.ID && !renamed {
 		return 0, fmt.Errorf("reconciler: build #%d maps to incident %q, not %q", b.Number, clip(id), inc.ID)
 	}
-	return outResolved, st.publish(ctx, inc, p, ReasonPassed, queue.DedupID(p))
+	// A renamed pipeline's resolve goes in its new id's group, in order
+	// with its webhooks; the dispatcher's alias takes it to the incident
+	// the old slug opened.
+	return outResolved, st.publishTo(ctx, id, inc, p, ReasonPassed, queue.DedupID(p))
 }
 
 // newer reports whether b comes after the failure in the state store's
@@ -358,11 +367,11 @@ func (st *run) gone(ctx context.Context, inc *Incident, reason string, notFound 
 		Pipeline: &buildkite.Pipeline{Slug: inc.Pipeline, WebURL: "https://buildkite.com/" + inc.Org + "/" + inc.Pipeline, DefaultBranch: inc.Branch},
 	}
 	h := sha256.Sum256([]byte(queue.OriginReconciler + "\x00" + reason + "\x00" + inc.ID + "\x00" + strconv.FormatInt(inc.FailedBuild, 10)))
-	return outNotFound, st.publish(ctx, inc, p, reason, hex.EncodeToString(h[:]))
+	return outNotFound, st.publishTo(ctx, inc.ID, inc, p, reason, hex.EncodeToString(h[:]))
 }
 
-func (st *run) publish(ctx context.Context, inc *Incident, p *buildkite.Payload, reason, dedup string) error {
-	m, err := queue.NewNotedMessage(p, inc.ID, RequestIDPrefix+st.id, st.r.o.Now(), queue.Note{Origin: queue.OriginReconciler, Reason: reason})
+func (st *run) publishTo(ctx context.Context, group string, inc *Incident, p *buildkite.Payload, reason, dedup string) error {
+	m, err := queue.NewNotedMessage(p, group, RequestIDPrefix+st.id, st.r.o.Now(), queue.Note{Origin: queue.OriginReconciler, Reason: reason})
 	if err != nil {
 		return fmt.Errorf("reconciler: %w", err)
 	}

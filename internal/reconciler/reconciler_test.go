@@ -474,3 +474,40 @@ func TestGoneResolveMapsOnAnyDefaultBranch(t *testing.T) {
 	}
 	mapsToResolve(t, st.pub.Messages()[0], inc, ReasonPipelineGone)
 }
+
+// A pipeline renamed while red: the state item keeps the old slug's id
+// and learns the new slug from the event that came under it. The
+// reconciler asks about the new slug and queues the resolve in the new
+// id's group, in order with its webhooks; the dispatcher's alias (DESIGN
+// §5b) takes it to the incident the old slug opened.
+func TestRenamedPipeline(t *testing.T) {
+	failedAt := t0.Add(-time.Hour)
+	inc := Incident{ID: "acme/api-old/main", Org: "acme", Pipeline: "api", Slug: "api-old", Branch: "main", FailedBuild: 10, FailedAt: failedAt}
+	st := &stack{builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{"acme/api/main": {apiBuild(11, "passed", "main", t0)}}},
+		pub: &testkit.Publisher[queue.Message]{}}
+	got, err := newReconciler(st, &fakeOpen{list: []Incident{inc}}, Options{}).Run(context.Background(), "run-1", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Resolved != 1 || got.Errors != 0 || st.pub.Len() != 1 {
+		t.Fatalf("summary %+v, %d queued; want one resolve", got, st.pub.Len())
+	}
+	m := st.pub.Messages()[0]
+	e, err := queue.Decode(m.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := incident.DefaultRules().Classify(e.Payload)
+	if m.GroupID != "acme/api/main" || d.ID != "acme/api/main" || d.Status != incident.StatusPassed {
+		t.Errorf("group %q, maps to %+v; want a PASSED in the new slug's group", m.GroupID, d)
+	}
+	// A build of some third slug is still refused.
+	st2 := &stack{builds: &fakeBuilds{lists: map[string][]buildkiteapi.Build{"acme/api/main": {func() buildkiteapi.Build {
+		b := apiBuild(11, "passed", "main", t0)
+		b.Pipeline.Slug = "web"
+		return b
+	}()}}}, pub: &testkit.Publisher[queue.Message]{}}
+	if got, _ := newReconciler(st2, &fakeOpen{list: []Incident{inc}}, Options{}).Run(context.Background(), "run-1", time.Time{}); got.Errors != 1 || st2.pub.Len() != 0 {
+		t.Errorf("another slug's build: summary %+v, %d queued; want an error, nothing queued", got, st2.pub.Len())
+	}
+}

@@ -38,11 +38,13 @@ func (s stateIncidents) OpenIncidents(ctx context.Context) ([]Incident, error) {
 // branch may hold "/" and "#". A step incident (Step set) keeps its id, which
 // then is not org/pipeline/branch, so Run skips it.
 func fromItem(it *state.Item) Incident {
-	org, _, _ := strings.Cut(it.ID, "/")
+	org, rest, _ := strings.Cut(it.ID, "/")
+	slug, _, _ := strings.Cut(rest, "/")
 	return Incident{
 		ID:          it.ID,
 		Org:         org,
 		Pipeline:    it.Pipeline,
+		Slug:        slug,
 		Branch:      it.Branch,
 		FailedBuild: it.Order.Build,
 		FailedAt:    it.Order.At,
