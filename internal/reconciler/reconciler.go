@@ -106,6 +106,9 @@ type Options struct {
 	Budget  int           // most API calls per run
 	Timeout time.Duration // run length when Run gets no deadline
 	PerPage int           // builds listed per branch: a blocked newest build must not hide the answer
+	// PullRequests is ALERT_PULL_REQUESTS: only then does a pull-request
+	// build of the branch (a fork's PR named main) say what the branch is.
+	PullRequests bool
 	MaxWait time.Duration // longest RateLimit-Reset waited out inside a run
 	Log     *slog.Logger  // the summary line; nil = discard
 	Now     func() time.Time
@@ -297,8 +300,17 @@ func (st *run) check(ctx context.Context, inc *Incident) (outcome, error) {
 		}
 		return outStillFailing, err
 	}
-	b := &list[0]
-	if b.State != "passed" || !newer(b, inc) {
+	// The newest build the rules would judge: a pull-request build on
+	// the branch (a fork's PR named main) would resolve nothing if it
+	// passed, and hide a real pass if it failed.
+	var b *buildkiteapi.Build
+	for i := range list {
+		if st.r.o.PullRequests || !list[i].Build.IsPullRequest() {
+			b = &list[i]
+			break
+		}
+	}
+	if b == nil || b.State != "passed" || !newer(b, inc) {
 		return outStillFailing, nil
 	}
 	p := b.Payload("build.finished")

@@ -169,6 +169,12 @@ func TestReconcileOne(t *testing.T) {
 	chainInc.Rebuilds = map[string]int64{"20": 9}
 	otherSlug := apiBuild(11, "passed", "main", t0)
 	otherSlug.Pipeline.Slug = "api-v2"
+	// A fork's pull request named main, newest on the branch.
+	forkPR := func(state string) buildkiteapi.Build {
+		b := apiBuild(12, state, "main", t0)
+		b.PullRequest = &buildkite.PullRequest{ID: "42", Base: "main"}
+		return b
+	}
 	tests := []struct {
 		name    string
 		inc     Incident
@@ -205,6 +211,12 @@ func TestReconcileOne(t *testing.T) {
 			want:  Summary{Checked: 1, StillFailing: 1, Calls: 1}, calls: "acme/api/main"},
 		{name: "a rebuild of a rebuild orders as the original build", inc: chainInc,
 			lists: map[string][]buildkiteapi.Build{"acme/api/main": {chained}},
+			want:  Summary{Checked: 1, StillFailing: 1, Calls: 1}, calls: "acme/api/main"},
+		{name: "a fork PR's failure does not hide the branch's pass", inc: open("main", 10, failedAt),
+			lists: map[string][]buildkiteapi.Build{"acme/api/main": {forkPR("failed"), apiBuild(11, "passed", "main", t0.Add(-time.Minute))}},
+			want:  Summary{Checked: 1, Resolved: 1, Calls: 1}, calls: "acme/api/main", reason: ReasonPassed},
+		{name: "a fork PR's pass resolves nothing", inc: open("main", 10, failedAt),
+			lists: map[string][]buildkiteapi.Build{"acme/api/main": {forkPR("passed"), apiBuild(11, "failed", "main", t0.Add(-time.Minute))}},
 			want:  Summary{Checked: 1, StillFailing: 1, Calls: 1}, calls: "acme/api/main"},
 		{name: "the failed build itself passed on a retry (same number, later)", inc: open("main", 10, failedAt),
 			lists: map[string][]buildkiteapi.Build{"acme/api/main": {apiBuild(10, "passed", "main", failedAt.Add(time.Minute))}},

@@ -7,6 +7,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/app"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
 	"github.com/callgoose/buildkite-sqibs/internal/config"
+	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/secret"
 	"github.com/callgoose/buildkite-sqibs/internal/state/dynamo"
@@ -36,6 +37,7 @@ var ErrNoAPI = errors.New("the reconciler needs a Buildkite API token")
 func FromEnv(env config.Env, d Deps) (*Lambda, error) {
 	r := config.NewReader(env)
 	ttl := secret.LoadTTL(r)
+	pullRequests := incident.LoadRules(r).PullRequests
 	var table, queueURL string
 	if d.State == nil {
 		table = r.Required("STATE_TABLE")
@@ -69,7 +71,7 @@ func FromEnv(env config.Env, d Deps) (*Lambda, error) {
 			pub = queue.NewSQSPublisher(app.SQSClient(awsCfg, queue.SQSOptions), queueURL)
 		}
 	}
-	rec := New(FromState(store), api, api, pub, Options{Log: d.Logger()})
+	rec := New(FromState(store), api, api, pub, Options{Log: d.Logger(), PullRequests: pullRequests})
 	return &Lambda{R: rec, Metrics: d.Metrics}, nil
 }
 
