@@ -109,9 +109,9 @@ type Options struct {
 	// PullRequests is ALERT_PULL_REQUESTS: only then does a pull-request
 	// build of the branch (a fork's PR named main) say what the branch is.
 	PullRequests bool
-	MaxWait time.Duration // longest RateLimit-Reset waited out inside a run
-	Log     *slog.Logger  // the summary line; nil = discard
-	Now     func() time.Time
+	MaxWait      time.Duration // longest RateLimit-Reset waited out inside a run
+	Log          *slog.Logger  // the summary line; nil = discard
+	Now          func() time.Time
 	// Shuffle orders the incidents of a run (default: random), so that
 	// with more open incidents than Budget every one is reached in turn.
 	Shuffle func(n int, swap func(i, j int))
