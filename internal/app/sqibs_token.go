@@ -52,11 +52,18 @@ func (g placeholderGuard) Refresh(ctx context.Context) (string, error) {
 }
 
 func check(v string, err error) (string, error) {
+	return RefusePlaceholder(v, err, fmt.Errorf("sqibs token: %w", ErrPlaceholder))
+}
+
+// RefusePlaceholder is v, err, unless v is the placeholder the template
+// seeds a secret with (or empty): then refused, so no request carries it.
+// Every token source from a template secret passes through it.
+func RefusePlaceholder(v string, err error, refused error) (string, error) {
 	if err != nil {
 		return "", err
 	}
 	if v == PlaceholderToken || v == "" {
-		return "", fmt.Errorf("sqibs token: %w", ErrPlaceholder)
+		return "", refused
 	}
 	return v, nil
 }

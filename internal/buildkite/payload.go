@@ -388,7 +388,7 @@ func Subject(msg string) string {
 			continue
 		}
 		// Redact before cutting, so no cut-off address survives.
-		return clip(RedactEmails(line), maxSubject)
+		return Clip(RedactEmails(line), maxSubject)
 	}
 	return ""
 }

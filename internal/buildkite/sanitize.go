@@ -94,7 +94,7 @@ func Ident(s string) string {
 // Name bounds a display string to MaxName bytes (ending in "…" when cut)
 // and redacts e-mail addresses in it.
 func Name(s string) string {
-	return clip(RedactEmails(s), MaxName)
+	return Clip(RedactEmails(s), MaxName)
 }
 
 // Word bounds an enumerated value (a state, a type, an event name). Real
@@ -111,11 +111,13 @@ func personName(s string) string {
 	if r != s && strings.Trim(strings.ReplaceAll(r, redacted, ""), " <>()[],;:\"'") == "" {
 		return ""
 	}
-	return clip(r, MaxName)
+	return Clip(r, MaxName)
 }
 
-// clip cuts s to at most max bytes on a rune boundary, marking the cut.
-func clip(s string, max int) string {
+// Clip cuts s to at most max bytes on a rune boundary, marking the cut
+// (the "…" counts), valid UTF-8: for every caller string that reaches a
+// title, a log line or an error.
+func Clip(s string, max int) string {
 	if len(s) <= max {
 		return validUTF8(s)
 	}

@@ -28,7 +28,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/httpclient"
@@ -445,15 +444,7 @@ func message(data []byte, token string) string {
 	if json.Unmarshal(data, &body) != nil {
 		return ""
 	}
-	s := strings.TrimSpace(redact(body.Message, token))
-	if len(s) > maxMessage {
-		cut := maxMessage
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
+	return buildkite.Clip(strings.TrimSpace(redact(body.Message, token)), maxMessage)
 }
 
 func redact(s, token string) string {

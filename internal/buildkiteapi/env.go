@@ -48,8 +48,5 @@ type placeholderGuard struct{ TokenSource }
 
 func (g placeholderGuard) Get(ctx context.Context) (string, error) {
 	v, err := g.TokenSource.Get(ctx)
-	if err == nil && v == app.PlaceholderToken {
-		return "", ErrPlaceholder
-	}
-	return v, err
+	return app.RefusePlaceholder(v, err, ErrPlaceholder)
 }

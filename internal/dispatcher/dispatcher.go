@@ -19,7 +19,6 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 	"github.com/callgoose/buildkite-sqibs/internal/metrics"
@@ -265,7 +264,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 	}
 	log = log.With("request_id", env.RequestID, "event", env.Event)
 	if env.Origin != "" {
-		log = log.With("origin", buildkite.Word(env.Origin))
+		log = log.With("origin", env.Origin) // bounded by queue.Decode
 	}
 
 	judge, err := h.judge(ctx, env.Payload, log)

@@ -149,12 +149,12 @@ func describeOrigin(pl *incident.Payload, env *queue.Envelope) {
 		return
 	}
 	e := &pl.Event
-	e.Origin = buildkite.Word(env.Origin)
+	e.Origin = env.Origin
 	if e.Status != incident.StatusPassed && e.Status != incident.StatusFixed {
 		return
 	}
 	e.Description = e.Pipeline + " resolved on " + e.Branch + " by the " + e.Origin
-	if r := buildkite.Subject(env.Reason); r != "" {
+	if r := env.Reason; r != "" {
 		e.Description += ": " + r
 	}
 }

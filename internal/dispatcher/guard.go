@@ -3,7 +3,6 @@ package dispatcher
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -50,10 +49,7 @@ func (h *Handler) guard(ctx context.Context, p *buildkite.Payload, pl *incident.
 	if h.cfg.State == nil {
 		return nil, nil
 	}
-	ev, err := state.Observe(p, pl.Event)
-	if err != nil {
-		return nil, fmt.Errorf("state: order of %s: %w", pl.Event.ID, err)
-	}
+	ev := state.Observe(p, pl.Event)
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
 	now := h.now()

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
@@ -58,7 +57,7 @@ func (f Failed) Suffix() string {
 		if i > 0 {
 			sb.WriteString(", ")
 		}
-		sb.WriteString(clip(j.Name, maxTitleName))
+		sb.WriteString(buildkite.Clip(j.Name, maxTitleName))
 	}
 	if more := f.Total - len(f.Jobs); more > 0 {
 		sb.WriteString(", +" + strconv.Itoa(more) + " more")
@@ -129,9 +128,9 @@ func displayName(j *buildkite.Job) string {
 	}
 	if j.ParallelGroupIndex != nil && j.ParallelGroupTotal != nil && *j.ParallelGroupTotal > 1 {
 		shard := " (" + strconv.Itoa(*j.ParallelGroupIndex+1) + "/" + strconv.Itoa(*j.ParallelGroupTotal) + ")"
-		return clip(name, maxName-len(shard)) + shard
+		return buildkite.Clip(name, maxName-len(shard)) + shard
 	}
-	return clip(name, maxName)
+	return buildkite.Clip(name, maxName)
 }
 
 // dropShortcodes removes the words that are a Buildkite emoji shortcode
@@ -164,16 +163,4 @@ func shortcodes(w string) bool {
 		}
 	}
 	return true
-}
-
-// clip bounds s to n bytes at a rune boundary, marking the cut.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strings.TrimSpace(s[:cut]) + "…"
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
+	"github.com/callgoose/buildkite-sqibs/internal/incident"
 )
 
 // MaxHops is how far up a chain of trigger steps Parent looks: a build
@@ -40,7 +41,7 @@ var ErrTriggerLoop = errors.New("enrich: trigger chain too long or looping")
 // when b was not triggered. On an error the caller judges b by its own
 // branch, as without the API.
 func Parent(ctx context.Context, api Builds, org string, b *buildkite.Build) (o Origin, ok bool, err error) {
-	if b == nil || b.TriggeredFrom == nil || b.TriggeredFrom.BuildPipelineSlug == "" || b.TriggeredFrom.BuildNumber <= 0 {
+	if !incident.Triggered(b) {
 		return Origin{}, false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, Budget)
@@ -68,11 +69,10 @@ func Parent(ctx context.Context, api Builds, org string, b *buildkite.Build) (o 
 				o.Pipeline = p.Pipeline.Slug
 			}
 		}
-		next := p.TriggeredFrom
-		if next == nil || next.BuildPipelineSlug == "" || next.BuildNumber <= 0 {
+		if !incident.Triggered(&p.Build) {
 			return o, true, nil
 		}
-		tf = next
+		tf = p.TriggeredFrom
 	}
 	return Origin{}, false, ErrTriggerLoop
 }

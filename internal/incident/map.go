@@ -22,17 +22,19 @@ type Event struct {
 	Description string `json:"description"`
 	Host        string `json:"host"`
 	Timestamp   string `json:"timestamp"`
-	URL         string `json:"url,omitempty"`
-	SourceEvent string `json:"source_event"`
-	Pipeline    string `json:"pipeline"`
-	Branch      string `json:"branch"`
-	BuildNumber int64  `json:"build_number,omitempty"`
-	State       string `json:"state,omitempty"`
-	Commit      string `json:"commit,omitempty"`
-	Author      string `json:"author,omitempty"`
-	Job         string `json:"job,omitempty"`       // job incidents: step key or job name
-	JobState    string `json:"job_state,omitempty"` // job incidents: the job's own state
-	ExitStatus  *int   `json:"exit_status,omitempty"`
+	// At is Timestamp as a time, for the incident state's order (not sent).
+	At          time.Time `json:"-"`
+	URL         string    `json:"url,omitempty"`
+	SourceEvent string    `json:"source_event"`
+	Pipeline    string    `json:"pipeline"`
+	Branch      string    `json:"branch"`
+	BuildNumber int64     `json:"build_number,omitempty"`
+	State       string    `json:"state,omitempty"`
+	Commit      string    `json:"commit,omitempty"`
+	Author      string    `json:"author,omitempty"`
+	Job         string    `json:"job,omitempty"`       // job incidents: step key or job name
+	JobState    string    `json:"job_state,omitempty"` // job incidents: the job's own state
+	ExitStatus  *int      `json:"exit_status,omitempty"`
 	// FailedJobs are a failed build's failed jobs, from Buildkite's API
 	// (DESIGN §9); absent without the API or when it did not answer.
 	FailedJobs []FailedJob `json:"failed_jobs,omitempty"`
@@ -106,7 +108,8 @@ func (r Rules) mapDecided(p *buildkite.Payload, received time.Time, d Decision) 
 	if ts.IsZero() {
 		ts = received
 	}
-	e.Timestamp = ts.UTC().Format(buildkite.Layout)
+	e.At = ts.UTC().Truncate(time.Millisecond) // what Timestamp says
+	e.Timestamp = e.At.Format(buildkite.Layout)
 	e.Description = describe(pipeline, b, what)
 	return Payload{Event: e}, d, true
 }

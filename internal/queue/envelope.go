@@ -160,7 +160,8 @@ func Decode(body []byte) (*Envelope, error) {
 		e.Payload.Event = e.Event
 	}
 	// Held to the receiver's bounds whoever wrote the message (an older
-	// receiver, a redrive, a hand-made event file).
+	// receiver, a redrive, a hand-made event file), the note included.
 	e.Payload.Sanitize()
+	e.Origin, e.Reason = buildkite.Word(e.Origin), buildkite.Subject(e.Reason)
 	return &e, nil
 }

@@ -32,7 +32,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
@@ -40,6 +39,7 @@ import (
 	"github.com/callgoose/buildkite-sqibs/internal/incident"
 	"github.com/callgoose/buildkite-sqibs/internal/lambdalog"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
+	"github.com/callgoose/buildkite-sqibs/internal/state"
 )
 
 // Incident is one open incident as the state store knows it.
@@ -326,20 +326,15 @@ func (st *run) check(ctx context.Context, inc *Incident) (outcome, error) {
 }
 
 // newer reports whether b comes after the failure in the state store's
-// order: order number (a rebuild counts as the build it rebuilt), then
-// the event's own time.
+// order (state.OrderNumber: a rebuild counts as the original build of its
+// chain), then the event's own time.
 func newer(b *buildkiteapi.Build, inc *Incident) bool {
-	n := b.Number
-	if b.RebuiltFrom != nil && b.RebuiltFrom.Number > 0 {
-		n = b.RebuiltFrom.Number
-		if orig, ok := inc.Rebuilds[strconv.FormatInt(n, 10)]; ok {
-			n = orig
-		}
+	var rebuiltFrom int64
+	if b.RebuiltFrom != nil {
+		rebuiltFrom = b.RebuiltFrom.Number
 	}
-	if n != inc.FailedBuild {
-		return n > inc.FailedBuild
-	}
-	return b.FinishedAt.After(inc.FailedAt)
+	at := state.Order{Build: state.OrderNumber(b.Number, rebuiltFrom, inc.Rebuilds), At: b.FinishedAt.Time}
+	return at.Compare(state.Order{Build: inc.FailedBuild, At: inc.FailedAt}) > 0
 }
 
 // gone resolves an incident Buildkite answered 404 for, once the token is
@@ -460,9 +455,4 @@ func (st *run) log() {
 }
 
 // clip bounds a string that reaches a log line or an error.
-func clip(s string) string {
-	if len(s) <= maxErrorMessage {
-		return s
-	}
-	return strings.ToValidUTF8(s[:maxErrorMessage], "") + "…"
-}
+func clip(s string) string { return buildkite.Clip(s, maxErrorMessage) }

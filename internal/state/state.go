@@ -162,19 +162,14 @@ type Event struct {
 }
 
 // Observe is the Event of a mapped payload: e is what Map made of p. The
-// order time is e's timestamp, the event's own time as sent to SQIBS
-// (finished_at, failing_at, the job's finished_at; Buildkite's times have
-// millisecond precision, which the timestamp keeps).
-func Observe(p *buildkite.Payload, e incident.Event) (Event, error) {
-	at, err := time.Parse(buildkite.Layout, e.Timestamp)
-	if err != nil {
-		return Event{}, err
-	}
+// order time is e's, the event's own time as sent to SQIBS (finished_at,
+// failing_at, the job's finished_at, to the millisecond).
+func Observe(p *buildkite.Payload, e incident.Event) Event {
 	ev := Event{
 		ID:       e.ID,
 		Failed:   e.Status == incident.StatusFailed || e.Status == incident.StatusError,
 		Status:   e.Status,
-		Order:    Order{Build: e.BuildNumber, At: at},
+		Order:    Order{Build: e.BuildNumber, At: e.At},
 		URL:      e.URL,
 		Pipeline: e.Pipeline,
 		Branch:   e.Branch,
@@ -201,7 +196,7 @@ func Observe(p *buildkite.Payload, e incident.Event) (Event, error) {
 			}
 		}
 	}
-	return ev, nil
+	return ev
 }
 
 // AliasPrefix starts the id of every alias item. Incident ids start with an
@@ -263,10 +258,7 @@ func ordering(next *Item, ev Event) int64 {
 	if ev.RebuiltFrom <= 0 {
 		return ev.Order.Build
 	}
-	n := ev.RebuiltFrom
-	if orig, ok := next.Rebuilds[strconv.FormatInt(ev.RebuiltFrom, 10)]; ok {
-		n = orig
-	}
+	n := OrderNumber(ev.Order.Build, ev.RebuiltFrom, next.Rebuilds)
 	if ev.Number > 0 {
 		r := maps.Clone(next.Rebuilds)
 		if r == nil {
@@ -285,6 +277,20 @@ func ordering(next *Item, ev Event) int64 {
 		next.Rebuilds = r
 	}
 	return n
+}
+
+// OrderNumber is the build number a build is ordered as: its own, or for a
+// rebuild (rebuiltFrom > 0) the original build of its chain as far as
+// rebuilds (Item.Rebuilds) remember it. The reconciler orders the builds
+// it learns from the API with it too.
+func OrderNumber(number, rebuiltFrom int64, rebuilds map[string]int64) int64 {
+	if rebuiltFrom <= 0 {
+		return number
+	}
+	if orig, ok := rebuilds[strconv.FormatInt(rebuiltFrom, 10)]; ok {
+		return orig
+	}
+	return rebuiltFrom
 }
 
 // Decide applies ev to prev (nil, or not Live, when there is none) at now.
