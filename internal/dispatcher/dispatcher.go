@@ -269,7 +269,9 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 
 	judge, err := h.judge(ctx, env.Payload, log)
 	if err != nil {
-		if sent, ok := sentAt(r); ok && h.now().Sub(sent) < h.cfg.ParentWait { // unknown age: judged at once
+		// Only what may pass is waited for: a 404, a refused token or a
+		// trigger loop would fail the same way for ParentWait.
+		if sent, ok := sentAt(r); ok && retryableLookup(err) && h.now().Sub(sent) < h.cfg.ParentWait { // unknown age: judged at once
 			return h.transient(ctx, r, log, failure{
 				retry:  "triggered build's parent not looked up: will retry (judged by its own branch after ParentWait)",
 				giveUp: "triggered build's parent not looked up for longer than RETRY_FOR: sending the event to the dead-letter queue",

@@ -73,6 +73,16 @@ const DefaultParentWait = 5 * time.Minute
 // looked up.
 var errParentUnknown = errors.New("parent build not looked up")
 
+// retryableLookup reports whether a failed parent lookup may pass when
+// tried again: rate limited, slow, or Buildkite unavailable.
+func retryableLookup(err error) bool {
+	switch buildkiteapi.Class(err) {
+	case "rate_limited", "timeout", "unavailable":
+		return true
+	}
+	return false
+}
+
 // judge returns what p's branch and pull request are judged by: for a
 // triggered build with the API, its parent build's (enrich.Parent); else
 // p's own, as without the API (nil). When the parent cannot be looked up

@@ -316,3 +316,36 @@ func TestReconcilerResolves(t *testing.T) {
 		t.Errorf("404 resolve = %+v", s)
 	}
 }
+
+// A failed parent lookup holds a fresh event back (ParentWait) only when
+// trying again may help: a 500 or a 429 is retried; a parent Buildkite
+// does not know (404) is not waited for, and the child is judged by its
+// own branch at once.
+func TestParentLookupRetriedOnlyWhenItMayPass(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fault   *buildkitesim.Fault // nil: the simulator knows no parent (404)
+		retried bool
+	}{
+		{"500: retried", &buildkitesim.Fault{Status: 500}, true},
+		{"429: retried", &buildkitesim.Fault{Reset: 30 * time.Second}, true},
+		{"404: judged at once", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, sim := apiRig(t)
+			if tc.fault != nil {
+				parentBuild(t, sim, "main", true)
+				sim.SetFault(func(int, buildkitesim.Request) *buildkitesim.Fault { f := *tc.fault; return &f })
+			}
+			child := func(p *buildkite.Payload) { p.Build.Branch, p.Build.State = "main", "failed" }
+			rec := sentAgo(record(t, "m1", "build_finished_passed_triggered.json", child), time.Now(), time.Second)
+			resp, _ := r.h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{rec}})
+			if got := len(resp.BatchItemFailures) == 1; got != tc.retried {
+				t.Fatalf("reported failed (retried) %v, want %v; sent %+v", got, tc.retried, r.srv.events())
+			}
+			if !tc.retried && (len(r.srv.events()) != 1 || r.srv.events()[0].ID != "acme/deploy-api/main") {
+				t.Errorf("sent %+v, want the child judged by its own branch", r.srv.events())
+			}
+		})
+	}
+}

@@ -109,6 +109,8 @@ func (h *Handler) skip(ctx context.Context, r events.SQSMessage, v *verdict, log
 	log.Info("not sent to SQIBS: the incident state says so", "reason", v.Reason)
 	if v.Reason == state.ReasonStale || v.Reason == state.ReasonDuplicate {
 		h.metrics.Count(metrics.Stale)
+	} else {
+		h.metrics.Count(metrics.HeldBack) // below the threshold, nothing open, a job still failing
 	}
 	return h.commit(ctx, r, v, log)
 }

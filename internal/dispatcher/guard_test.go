@@ -130,6 +130,10 @@ func TestGuardSendsWhatTheStateAllows(t *testing.T) {
 	if !strings.Contains(r.emf.String(), `"stale":1`) {
 		t.Errorf("no stale metric:\n%s", r.emf.String())
 	}
+	// The pass after a pass is held back, and counted so.
+	if !strings.Contains(r.emf.String(), `"held_back":1`) {
+		t.Errorf("no held_back metric:\n%s", r.emf.String())
+	}
 	if it := st.item(t, mainID); it.Open || it.Order.Build != 14 || it.Version != 3 {
 		t.Errorf("state %+v; want closed at #14, version 3 (a write per event but the stale one)", it)
 	}

@@ -35,6 +35,7 @@ const (
 // Incident state metrics (DESIGN §5b), dispatcher only.
 const (
 	Stale           = "stale"              // an event not newer than the state's: not sent
+	HeldBack        = "held_back"          // newer, but the state says not to send it (below ALERT_AFTER_FAILURES, nothing open, a job still failing)
 	TimeToRecoveryS = "time_to_recovery_s" // first failure → resolve, with a Pipeline dimension
 )
 
