@@ -2,7 +2,6 @@ package buildkitesim
 
 import (
 	"cmp"
-	"context"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/local/simhttp"
-	"github.com/callgoose/buildkite-sqibs/internal/queue"
 )
 
 const (
@@ -83,7 +81,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, allow ...string) 
 		writeJSON(w, http.StatusMethodNotAllowed, message("Method Not Allowed"))
 		return false
 	}
-	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization"))) {
+	if !s.token.Matches(simhttp.Bearer(r.Header.Get("Authorization"))) {
 		writeJSON(w, http.StatusUnauthorized, message(msgUnauthorized))
 		return false
 	}
@@ -236,24 +234,6 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault) bo
 		writeJSON(w, http.StatusInternalServerError, message("simulated fault"))
 	}
 	return true
-}
-
-// Tap returns a queue.Publisher that records every message's payload in s,
-// then publishes it to next: the dev stack wraps the receiver's queue with
-// it so the simulator sees each webhook the receiver accepts. A body it
-// cannot decode is still published (the dispatcher will say why).
-func (s *Server) Tap(next queue.Publisher) queue.Publisher { return tap{s, next} }
-
-type tap struct {
-	s    *Server
-	next queue.Publisher
-}
-
-func (t tap) Publish(ctx context.Context, m queue.Message) (string, error) {
-	if e, err := queue.Decode(m.Body); err == nil {
-		t.s.Record(e.Payload)
-	}
-	return t.next.Publish(ctx, m)
 }
 
 func message(m string) map[string]string { return map[string]string{"message": m} }

@@ -1,9 +1,10 @@
 // Package buildkitesim is an in-memory stand-in for the Buildkite REST API
 // calls the bridge makes (DESIGN §9), for `make dev` and tests: get a build
 // with its jobs, list a pipeline's builds, list an organization's builds.
-// It learns builds from the webhooks it is shown (Record, or Tap on the
-// queue the receiver publishes to), so the reconciler and the enrichment
-// see what Buildkite would have, and lets tests inject faults.
+// It learns builds from the webhooks it is shown (Record: the dev stack
+// hands it each webhook the receiver accepts, and POST /_sim/webhooks), so
+// the reconciler and the enrichment see what Buildkite would have, and lets
+// tests inject faults.
 //
 // Routes, under /v2 or at the root (BUILDKITE_API_URL may name either):
 //
@@ -49,8 +50,6 @@ package buildkitesim
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
 	"slices"
 	"strconv"
@@ -58,6 +57,7 @@ import (
 	"time"
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
+	"github.com/callgoose/buildkite-sqibs/internal/local/simhttp"
 )
 
 // Documented default limits, per minute.
@@ -101,10 +101,9 @@ type record struct {
 // Server is the simulator; it implements http.Handler and is safe for
 // concurrent use.
 type Server struct {
-	token    [sha256.Size]byte
-	hasToken bool
-	closed   chan struct{}
-	once     sync.Once
+	token  simhttp.Token
+	closed chan struct{}
+	once   sync.Once
 
 	mu        sync.Mutex
 	now       func() time.Time
@@ -123,8 +122,7 @@ type Server struct {
 // New returns a simulator that accepts token, with the documented limits.
 func New(token string) *Server {
 	return &Server{
-		token:     sha256.Sum256([]byte(token)),
-		hasToken:  token != "",
+		token:     simhttp.NewToken(token),
 		closed:    make(chan struct{}),
 		now:       time.Now,
 		builds:    map[buildKey]*record{},
@@ -238,15 +236,6 @@ func terminal(state string) bool {
 		return true
 	}
 	return false
-}
-
-// authorized compares in constant time (hashing first hides the length).
-func (s *Server) authorized(offered string) bool {
-	if !s.hasToken || offered == "" {
-		return false
-	}
-	h := sha256.Sum256([]byte(offered))
-	return subtle.ConstantTimeCompare(h[:], s.token[:]) == 1
 }
 
 // limits counts one request against the window and returns the rate-limit

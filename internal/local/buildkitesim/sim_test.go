@@ -18,7 +18,6 @@ import (
 
 	"github.com/callgoose/buildkite-sqibs/internal/buildkite"
 	"github.com/callgoose/buildkite-sqibs/internal/buildkiteapi"
-	"github.com/callgoose/buildkite-sqibs/internal/queue"
 	"github.com/callgoose/buildkite-sqibs/internal/testkit"
 )
 
@@ -378,28 +377,6 @@ func TestRateLimitWindow(t *testing.T) {
 	}
 	if n := s.Calls() - before; n != 2 {
 		t.Errorf("the client made %d calls in a window with 2 left", n)
-	}
-}
-
-func TestTap(t *testing.T) {
-	s, ts := newSim(t)
-	rec := &testkit.Publisher[queue.Message]{}
-	pub := s.Tap(rec)
-	m, err := queue.NewMessage(webhook(t, "build_finished_failed.json"), "acme/deploy-api/main", "r", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pub.Publish(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pub.Publish(context.Background(), queue.Message{Body: []byte("not an envelope")}); err != nil {
-		t.Fatal(err)
-	}
-	if rec.Len() != 2 {
-		t.Errorf("%d messages passed on", rec.Len())
-	}
-	if _, err := client(t, ts, buildkiteapi.Config{}).Build(context.Background(), "acme", "deploy-api", 1234); err != nil {
-		t.Errorf("the tapped webhook was not recorded: %v", err)
 	}
 }
 

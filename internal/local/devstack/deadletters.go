@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
+
 	"github.com/callgoose/buildkite-sqibs/internal/local/memqueue"
 	"github.com/callgoose/buildkite-sqibs/internal/local/sqibssim"
 	"github.com/callgoose/buildkite-sqibs/internal/queue"
@@ -37,6 +39,20 @@ func deadLetterView(d memqueue.Dead) sqibssim.DeadLetter {
 		}
 	}
 	return v
+}
+
+// reportLeft logs each event the in-process queue still holds at exit, the
+// drain having timed out or the dispatcher being stopped: it ends nowhere, so
+// it is named here, and counted on Stdout next to the dead letters.
+func (s *Stack) reportLeft(left []events.SQSMessage) {
+	if len(left) == 0 {
+		return
+	}
+	for _, m := range left {
+		s.Log.Error("shutdown: event left in the in-process queue, lost with the process",
+			"message_id", m.MessageId, "incident_id", m.Attributes["MessageGroupId"])
+	}
+	fmt.Fprintf(s.stdout, "left in the queue: %d (not sent; they are lost with this process)\n", len(left))
 }
 
 // printDeadLetters tells on stdout, at shutdown, what never reached SQIBS:

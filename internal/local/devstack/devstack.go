@@ -130,7 +130,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		o.DrainWait = 10 * time.Second
 	}
 	log := app.NewLogger(o.Stderr)
-	m := metrics.New(o.Stderr, "local")
+	// One emitter per function, as in Lambda, so a metric says whose it is.
+	emitter := func(fn string) *metrics.Emitter { return metrics.New(o.Stderr, fn) }
 	s := &Stack{Log: log, drainWait: o.DrainWait, stdout: o.Stdout}
 
 	env := config.NewReader(o.Env)
@@ -184,26 +185,26 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		s.simSrv = &http.Server{Handler: s.Sim, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = s.simSrv.Serve(ln) }()
 		sqibsURL = s.SimURL + "/v1/process"
+		deadLetters := "" // only the in-process queue's are shown
 		if queueURL == "" {
-			fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents, dead letters: %s/dead-letters)\n", s.SimURL, s.SimURL, s.SimURL, s.SimURL)
-		} else {
-			fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents)\n", s.SimURL, s.SimURL, s.SimURL)
+			deadLetters = ", dead letters: " + s.SimURL + "/dead-letters"
 		}
+		fmt.Fprintf(o.Stdout, "SQIBS simulator on %s (incidents: %s/ and %s/incidents%s)\n", s.SimURL, s.SimURL, s.SimURL, deadLetters)
 	}
 	// Buildkite's API: the simulator unless a real (or other) API is named.
 	// Its token, like the others, is the configured one or a printed default;
 	// with BUILDKITE_API_URL and no token the API is off, as in Lambda.
-	bkTokens, err := app.Token(env, app.BuildkiteAPITokenVars, ttl, awsConfig, log)
+	var bkTokens *secret.Source
+	if apiURL == "" { // the simulator: a configured token or the printed default
+		bkTokens, err = token("Buildkite API token", app.BuildkiteAPITokenVars, DefaultBuildkiteAPIToken)
+	} else {
+		bkTokens, err = app.Token(env, app.BuildkiteAPITokenVars, ttl, awsConfig, log)
+	}
 	if err != nil {
 		s.closeServers()
 		return nil, err
 	}
 	if apiURL == "" {
-		if bkTokens == nil {
-			fmt.Fprintf(o.Stdout, "Buildkite API token: %s (default; set %s or %s to change)\n", DefaultBuildkiteAPIToken,
-				app.BuildkiteAPITokenVars.LiteralVar, app.BuildkiteAPITokenVars.ARNVar)
-			bkTokens = secret.Literal(DefaultBuildkiteAPIToken)
-		}
 		tok, err := bkTokens.Get(ctx)
 		if err != nil {
 			s.closeServers()
@@ -260,7 +261,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			return nil, fmt.Errorf("QUEUE_URL=%s: %w", queueURL, err)
 		}
 		arn := attrs.Attributes[string(types.QueueAttributeNameQueueArn)]
-		pub = queue.NewSQSPublisher(c, queueURL)
+		// pub stays nil: the receiver and the reconciler build their SQS
+		// publishers from QUEUE_URL, as in Lambda.
 		plain := app.SQSClient(cfg) // the SDK's own retries: not on the webhook path
 		sqsSrc := poller.NewSQSSource(plain, queueURL, arn)
 		if secs, err := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameVisibilityTimeout)]); err == nil {
@@ -283,9 +285,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		s.State = memstate.New()
 		log.Info("STATE_TABLE is not set: incident state is kept in process and lost at exit")
 	}
-	base := app.Base{AWS: awsConfig, Log: log, Metrics: m}
+	base := func(fn string) app.Base { return app.Base{AWS: awsConfig, Log: log, Metrics: emitter(fn)} }
 	s.Dispatcher, err = dispatcher.FromEnv(overlay(o.Env, map[string]string{"SQIBS_URL": sqibsURL}), dispatcher.Deps{
-		Base: base, SQIBSTokens: sqibsTokens, API: api, Visibility: vis, DeadLetters: dlq, State: s.State,
+		Base: base("dispatcher"), SQIBSTokens: sqibsTokens, API: api, Visibility: vis, DeadLetters: dlq, State: s.State,
 		Tune: func(c *dispatcher.Config) {
 			if o.BackoffBase > 0 {
 				c.BackoffBase = o.BackoffBase
@@ -322,7 +324,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, err
 	}
 
-	rh, err := receiver.FromEnv(o.Env, receiver.Deps{Base: base, Tokens: webhookTokens, Publisher: pub, BuildkiteAPI: api != nil})
+	rh, err := receiver.FromEnv(o.Env, receiver.Deps{Base: base("receiver"), Tokens: webhookTokens, Publisher: pub, BuildkiteAPI: api != nil})
 	if err != nil {
 		_ = s.StopDispatcher(ctx)
 		s.closeServers()
@@ -340,7 +342,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, fmt.Errorf("receiver on DEV_ADDR=%s: %w", addr, err)
 	}
 	if api != nil && every > 0 {
-		if s.Reconciler, err = reconciler.FromEnv(o.Env, reconciler.Deps{Base: base, API: api, State: s.State, Publisher: pub}); err != nil {
+		if s.Reconciler, err = reconciler.FromEnv(o.Env, reconciler.Deps{Base: base("reconciler"), API: api, State: s.State, Publisher: pub}); err != nil {
 			_ = s.StopDispatcher(ctx)
 			s.closeServers()
 			return nil, err
@@ -357,7 +359,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 
 // Shutdown stops taking webhooks, lets the in-process queue drain (bounded
 // by DrainWait), then stops the poller after its batch in hand and the
-// simulator, and prints the in-process queue's dead letters on Stdout.
+// simulator, and reports what the in-process queue still holds (logged
+// one by one, counted on Stdout) and its dead letters.
 // With SQS, what is still queued stays there for next time.
 func (s *Stack) Shutdown(ctx context.Context) error {
 	var err error
@@ -392,6 +395,7 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 		}
 		if s.Queue != nil {
 			s.Queue.Close()
+			s.reportLeft(s.Queue.Left())
 			printDeadLetters(s.stdout, s.DeadLetters())
 		}
 		s.closeServers()

@@ -459,7 +459,41 @@ func TestDeadLettersShown(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := h.out.String()
+	if strings.Contains(out, "left in the queue") {
+		t.Errorf("a drained queue reported events left:\n%s", out)
+	}
 	if !strings.Contains(out, "dead letters: 1 ") || !strings.Contains(out, "sqibs_rejected  acme/deploy-api/main  build.finished #77  receives=1  message_id="+list[0].MessageID) {
 		t.Errorf("stdout at shutdown:\n%s", out)
+	}
+}
+
+// What the in-process queue still holds at exit ends nowhere: each event is
+// logged at ERROR by id and counted on stdout, beside the dead letters.
+func TestLeftInQueueReported(t *testing.T) {
+	h := start(t, map[string]string{"BUILDKITE_WEBHOOK_TOKEN": "e2e-token"}, "e2e-token")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := h.s.StopDispatcher(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.mustQueue(payload(t, "build_finished_failed.json", 5, "failed", "main"))
+	h.mustQueue(payload(t, "build_finished_failed.json", 6, "failed", "main"))
+	left := h.s.Queue.Left()
+	if len(left) != 2 {
+		t.Fatalf("queue holds %d, want 2", len(left))
+	}
+	if err := h.s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.out.String(); !strings.Contains(out, "left in the queue: 2 (not sent; they are lost with this process)\n") ||
+		!strings.Contains(out, "dead letters: none\n") {
+		t.Errorf("stdout at shutdown:\n%s", out)
+	}
+	for _, m := range left {
+		line := `"level":"ERROR","msg":"shutdown: event left in the in-process queue, lost with the process","service":"buildkite-sqibs","message_id":"` +
+			m.MessageId + `","incident_id":"` + m.Attributes["MessageGroupId"] + `"`
+		if !strings.Contains(h.logs.String(), line) {
+			t.Errorf("no ERROR line for %s:\n%s", m.MessageId, h.logs.String())
+		}
 	}
 }

@@ -499,6 +499,24 @@ func (q *Queue) DeadLetters() []Dead {
 	return slices.Clone(q.dead)
 }
 
+// Left returns the messages still queued (visible or in flight), in send
+// order: what a process that exits now loses.
+func (q *Queue) Left() []events.SQSMessage {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.sweepLocked(q.o.Now())
+	msgs := make([]*message, 0, q.total)
+	for _, g := range q.groups {
+		msgs = append(msgs, g.msgs...)
+	}
+	slices.SortFunc(msgs, func(a, b *message) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]events.SQSMessage, len(msgs))
+	for i, m := range msgs {
+		out[i] = q.eventLocked(m, m.handle)
+	}
+	return out
+}
+
 // Stats counts the messages now.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()

@@ -739,3 +739,37 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("stats after draining = %+v", s)
 	}
 }
+
+// Left is what an exiting process loses: visible and in-flight messages of
+// every group in send order; deleted and dead-lettered ones are not left.
+func TestLeft(t *testing.T) {
+	h := newHarness(t, Options{MaxReceives: 1, VisibilityTimeout: time.Minute})
+	h.pub("a", "a1")
+	h.pub("b", "b1")
+	h.pub("a", "a2")
+	h.pub("c", "c1")
+	h.recv(2, "a1", "a2") // a1, a2 in flight
+	h.del("a1")
+	h.recv(1, "b1")
+	h.clk.Advance(2 * time.Minute) // b1 and a2 expire: dead after one receive
+	var bodies []string
+	for _, m := range h.q.Left() {
+		bodies = append(bodies, m.Body)
+		if m.Attributes["MessageGroupId"] == "" || m.MessageId == "" {
+			t.Errorf("left message %q without group or id: %+v", m.Body, m)
+		}
+	}
+	if want := []string{"c1"}; !slices.Equal(bodies, want) {
+		t.Fatalf("left = %q, want %q", bodies, want)
+	}
+	h.recv(1, "c1") // in flight now
+	h.pub("b", "b2")
+	h.pub("a", "a3")
+	bodies = bodies[:0]
+	for _, m := range h.q.Left() {
+		bodies = append(bodies, m.Body)
+	}
+	if want := []string{"c1", "b2", "a3"}; !slices.Equal(bodies, want) {
+		t.Fatalf("left = %q, want %q (send order, in-flight included)", bodies, want)
+	}
+}

@@ -4,6 +4,8 @@ package simhttp
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -31,4 +33,30 @@ func WriteJSON(w http.ResponseWriter, code int, v any, fallback string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	w.Write(buf.Bytes())
+}
+
+// Token is a simulator's configured token, kept as its hash.
+type Token struct {
+	sum [sha256.Size]byte
+	set bool
+}
+
+// NewToken keeps t; an empty t matches nothing.
+func NewToken(t string) Token { return Token{sum: sha256.Sum256([]byte(t)), set: t != ""} }
+
+// Matches reports whether any non-empty offered token is t, in constant
+// time (hashing first hides the length too).
+func (t Token) Matches(offered ...string) bool {
+	if !t.set {
+		return false
+	}
+	ok := 0
+	for _, o := range offered {
+		if o == "" {
+			continue
+		}
+		h := sha256.Sum256([]byte(o))
+		ok |= subtle.ConstantTimeCompare(h[:], t.sum[:])
+	}
+	return ok == 1
 }

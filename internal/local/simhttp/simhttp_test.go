@@ -28,3 +28,26 @@ func TestWriteJSON(t *testing.T) {
 		t.Errorf("unencodable: %d %q", w.Code, w.Body)
 	}
 }
+
+func TestToken(t *testing.T) {
+	tok := NewToken("s3cret")
+	for _, c := range []struct {
+		offered []string
+		want    bool
+	}{
+		{[]string{"s3cret"}, true},
+		{[]string{"", "s3cret"}, true}, // the second place (a query token) counts
+		{[]string{"wrong", "s3cret"}, true},
+		{[]string{"s3cre"}, false},
+		{[]string{"s3cret "}, false},
+		{[]string{"", ""}, false},
+		{nil, false},
+	} {
+		if got := tok.Matches(c.offered...); got != c.want {
+			t.Errorf("Matches(%q) = %v, want %v", c.offered, got, c.want)
+		}
+	}
+	if NewToken("").Matches("", "x") {
+		t.Error("an empty token matched")
+	}
+}

@@ -70,7 +70,7 @@ func (s *Server) serveProcess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if !s.authorized(simhttp.Bearer(r.Header.Get("Authorization")), q.Get("token")) {
+	if !s.token.Matches(simhttp.Bearer(r.Header.Get("Authorization")), q.Get("token")) {
 		s.noteUnprocessed(id, call, OutcomeUnauthorized, http.StatusUnauthorized)
 		writeJSON(w, http.StatusUnauthorized, errorBody("unauthorized"))
 		return

@@ -3,14 +3,14 @@ package sqibssim
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/callgoose/buildkite-sqibs/internal/local/simhttp"
 )
 
 // MaxBodyBytes is the largest request body the simulator processes; larger
@@ -51,8 +51,7 @@ type Fault struct {
 // Server is the simulator. It implements http.Handler and is safe for
 // concurrent use.
 type Server struct {
-	token      [sha256.Size]byte
-	hasToken   bool
+	token      simhttp.Token
 	closed     chan struct{}
 	once       sync.Once
 	resetRoute http.Handler // POST /reset, guarded by sameOriginOnly
@@ -75,10 +74,9 @@ type Server struct {
 // nothing.
 func New(token string) *Server {
 	s := &Server{
-		token:    sha256.Sum256([]byte(token)),
-		hasToken: token != "",
-		closed:   make(chan struct{}),
-		changed:  make(chan struct{}),
+		token:   simhttp.NewToken(token),
+		closed:  make(chan struct{}),
+		changed: make(chan struct{}),
 	}
 	s.resetRoute = sameOriginOnly(http.HandlerFunc(s.serveReset))
 	s.resetLocked()
@@ -199,23 +197,6 @@ func (in *Incident) clone() Incident {
 		c.ResolvedAt = &t
 	}
 	return c
-}
-
-// authorized reports whether either offered token is the configured one,
-// in constant time (hashing first hides the length too).
-func (s *Server) authorized(offered ...string) bool {
-	if !s.hasToken {
-		return false
-	}
-	ok := 0
-	for _, o := range offered {
-		if o == "" {
-			continue
-		}
-		h := sha256.Sum256([]byte(o))
-		ok |= subtle.ConstantTimeCompare(h[:], s.token[:])
-	}
-	return ok == 1
 }
 
 // nextFault counts the POST and asks the hook, outside the lock so the hook
