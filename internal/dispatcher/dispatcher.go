@@ -299,6 +299,7 @@ func (h *Handler) message(ctx context.Context, r events.SQSMessage, log *slog.Lo
 	h.addFailedJobs(ctx, env.Payload, &pl, d, env, log)
 	body, err := json.Marshal(pl)
 	if err != nil { // cannot happen with these types; treat as permanent
+		h.metrics.Count(metrics.PermanentFailure)
 		log.Error("encode SQIBS payload", "error", err.Error())
 		return h.deadLetter(ctx, r, ReasonUnreadable, log), h.backoff(r)
 	}
@@ -386,12 +387,14 @@ func (h *Handler) delay(ctx context.Context, r events.SQSMessage, d time.Duratio
 // policy moves it to the DLQ in the end): nothing is lost.
 func (h *Handler) deadLetter(ctx context.Context, r events.SQSMessage, reason string, log *slog.Logger) bool {
 	if h.dlq == nil {
+		h.metrics.Count(metrics.DeadLetterFailed)
 		log.Error("no DLQ_URL configured: leaving the message to the queue's redrive policy", "reason", reason)
 		return false
 	}
 	ctx, cancel := outcomeCtx(ctx)
 	defer cancel()
 	if err := h.dlq.DeadLetter(ctx, r, reason); err != nil {
+		h.metrics.Count(metrics.DeadLetterFailed)
 		log.Error("dead-letter send failed: message stays on the queue", "reason", reason, "error", err.Error())
 		return false
 	}

@@ -160,6 +160,9 @@ func (f *fakeDLQ) DeadLetter(ctx context.Context, m events.SQSMessage, reason st
 		<-ctx.Done()
 		return ctx.Err()
 	}
+	if err := ctx.Err(); err != nil { // as SQS's client: no send on a spent context
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -386,6 +389,17 @@ func TestUnreadableMessagesGoToDLQ(t *testing.T) {
 	resp, _ := r.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{raw("x", "g", `{"v":9}`)}})
 	if len(resp.BatchItemFailures) != 1 {
 		t.Errorf("DLQ failure must keep the message: %v", resp.BatchItemFailures)
+	}
+	if !strings.Contains(r.emf.String(), `"`+metrics.DeadLetterFailed+`":1`) {
+		t.Errorf("the failed dead-letter send is not counted: %s", r.emf.String())
+	}
+	// No DLQ_URL: the same, counted too.
+	r = newRig(t, nil, 0)
+	r.h.dlq = nil
+	resp, _ = r.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{raw("x", "g", `{"v":9}`)}})
+	if len(resp.BatchItemFailures) != 1 || !strings.Contains(r.emf.String(), `"`+metrics.DeadLetterFailed+`":1`) ||
+		!strings.Contains(r.logs.String(), "no DLQ_URL configured") {
+		t.Errorf("no DLQ: failures %v, metrics %s, logs %s", resp.BatchItemFailures, r.emf.String(), r.logs.String())
 	}
 }
 

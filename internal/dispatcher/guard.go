@@ -123,22 +123,24 @@ func (h *Handler) commit(ctx context.Context, r events.SQSMessage, v *verdict, l
 	if v == nil || v.Next == nil {
 		return true, 0
 	}
-	ctx, cancel := outcomeCtx(ctx)
+	octx, cancel := outcomeCtx(ctx)
 	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, stateTimeout)
-	defer cancel()
+	// The writes' own bound; a failure is reported under octx, so a
+	// dead-letter send still has time when a write timed out.
+	wctx, wcancel := context.WithTimeout(octx, stateTimeout)
+	defer wcancel()
 	err := func() error {
 		if v.alias != nil {
 			// Before the item: were it last and failed, the retry would
 			// find the incident open already and never write the alias.
-			if err := h.cfg.State.Put(ctx, v.alias); err != nil {
+			if err := h.cfg.State.Put(wctx, v.alias); err != nil {
 				return err
 			}
 		}
-		return h.cfg.State.Put(ctx, v.Next)
+		return h.cfg.State.Put(wctx, v.Next)
 	}()
 	if err != nil {
-		return h.stateFailed(ctx, r, err, log)
+		return h.stateFailed(octx, r, err, log)
 	}
 	if v.Resolved {
 		h.metrics.EmitPipeline(metrics.TimeToRecoveryS, metrics.Seconds, v.Recovery.Seconds(), v.ev.Pipeline)

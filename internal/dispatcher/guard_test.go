@@ -28,6 +28,7 @@ type store struct {
 	gets, puts int
 	getErr     error
 	putErr     error
+	putStall   bool            // the next Put hangs until its context ends, as a throttled table does
 	corrupt    map[string]bool // read back as unreadable until rewritten
 }
 
@@ -52,12 +53,16 @@ func (s *store) Get(ctx context.Context, id string) (*state.Item, error) {
 func (s *store) Put(ctx context.Context, it *state.Item) error {
 	s.mu.Lock()
 	s.puts++
-	err := s.putErr
-	s.putErr = nil
-	if err == nil {
+	err, stall := s.putErr, s.putStall
+	s.putErr, s.putStall = nil, false
+	if err == nil && !stall {
 		delete(s.corrupt, it.ID)
 	}
 	s.mu.Unlock()
+	if stall {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	if err != nil {
 		return err
 	}
@@ -396,6 +401,30 @@ func TestGuardAliasWrittenOnce(t *testing.T) {
 	}
 	if al := st.item(t, "alias:018f0c3e-8b2a-4d41-9f3c-2a6e5d7b1c90/main"); !al.ExpiresAt.Equal(clock.Now().Add(state.TTL).Truncate(time.Second)) {
 		t.Errorf("alias expires %s", al.ExpiresAt)
+	}
+}
+
+// A state write that times out after the send, past RETRY_FOR, still ends
+// in the DLQ: the dead-letter send gets the invocation's time, not the
+// write's spent one (else it failed at once and the event, already in
+// SQIBS, was sent again on every receive until the redrive net).
+func TestGuardWriteTimeoutPastRetryFor(t *testing.T) {
+	clk := testkit.NewClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
+	r, st := stateRig(t, 1, nil)
+	r.h.now = clk.Now
+	st.putStall = true
+	rec := sentAgo(record(t, "m1", "build_finished_failed.json", nil), clk.Now(), 25*time.Hour)
+	if !r.deliver(t, rec) {
+		t.Errorf("reported failed; want dead-lettered (done with):\n%s", r.logs.String())
+	}
+	if len(r.srv.events()) != 1 {
+		t.Errorf("%d SQIBS calls, want the one before the write", len(r.srv.events()))
+	}
+	if len(r.dlq.calls) != 1 || r.dlq.calls[0].reason != ReasonRetryWindowExceeded {
+		t.Errorf("dead letters %v; want one %s", r.dlq.calls, ReasonRetryWindowExceeded)
+	}
+	if strings.Contains(r.logs.String(), "dead-letter send failed") {
+		t.Errorf("the dead-letter send failed:\n%s", r.logs.String())
 	}
 }
 

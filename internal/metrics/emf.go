@@ -29,7 +29,11 @@ const (
 	// RetryWindowExceeded counts events dead-lettered after failing for
 	// longer than RETRY_FOR (they count as transient failures too).
 	RetryWindowExceeded = "retry_window_exceeded"
-	SQIBSLatencyMS      = "sqibs_latency_ms"
+	// DeadLetterFailed counts dead-letter sends that failed (the DLQ
+	// unreachable, or DLQ_URL unset): the message stays on the queue
+	// until a later try or the redrive policy parks it.
+	DeadLetterFailed = "dead_letter_failed"
+	SQIBSLatencyMS   = "sqibs_latency_ms"
 )
 
 // Incident state metrics (DESIGN §5b), dispatcher only.
